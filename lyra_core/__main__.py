@@ -1,0 +1,3 @@
+from lyra_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""The `lyra` command line (also `python -m lyra_core`).
+
+A user's mistake (a `LyraError`) is printed as its message and exits 2; `--traceback` shows the
+traceback too. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import attrs
+
+from lyra_core import __version__
+from lyra_core.errors import LyraError
+from lyra_core.loader import load_spec, resolved
+from lyra_core.plugins import Plugins, load_plugins
+from lyra_core.schema import experiment_schema
+from lyra_core.spec import field_doc, make_converter
+
+EXIT_USER_ERROR = 2
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[..., int]]:
+    def register(fn: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _plugins(args: argparse.Namespace) -> Plugins:
+    return load_plugins(builtins_only=getattr(args, "builtins_only", False))
+
+
+@command("components")
+def _components(args: argparse.Namespace) -> int:
+    plugins = _plugins(args)
+    reg = plugins.registry
+    conv = make_converter(reg)
+    kinds = [reg.kind(args.kind).name] if args.kind else list(reg.kinds)
+    for kind in kinds:
+        print(f"{kind}: {reg.kind(kind).doc}")
+        comps = list(reg.components(kind))
+        if not comps:
+            print("  (none registered)")
+        for comp in comps:
+            dist = f"{comp.origin.distribution} {comp.origin.version}".strip()
+            print(f"  {comp.name:<22} {comp.summary}  [{comp.origin.plugin}, {dist}]")
+            if args.kind:
+                for a in attrs.fields(comp.spec):
+                    if a.default is attrs.NOTHING:
+                        default = "(required)"
+                    else:
+                        value = a.default.factory() if isinstance(a.default, attrs.Factory) else a.default
+                        default = "= " + json.dumps(conv.unstructure(value))
+                    doc = f"  # {field_doc(a)}" if field_doc(a) else ""
+                    print(f"      {a.name} {default}{doc}")
+    for err in plugins.failures:
+        print(f"warning: {err}", file=sys.stderr)
+    return 0
+
+
+@command("plugins")
+def _plugins_cmd(args: argparse.Namespace) -> int:
+    plugins = _plugins(args)
+    for info in plugins.infos:
+        dist = f"{info.origin.distribution} {info.origin.version}".strip()
+        print(f"{info.name:<16} {info.status:<9} {dist:<24} {info.entry_point}")
+        if info.error is not None:
+            print(f"  {info.error}")
+    return 0
+
+
+@command("validate")
+def _validate(args: argparse.Namespace) -> int:
+    reg = _plugins(args).registry
+    failed = 0
+    for path in args.specs:
+        try:
+            spec = load_spec(path, reg, args.set)
+        except LyraError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+            continue
+        if args.print_resolved:
+            print(json.dumps(resolved(spec, reg), indent=2))
+        else:
+            print(f"{path}: ok")
+    return EXIT_USER_ERROR if failed else 0
+
+
+@command("schema")
+def _schema(args: argparse.Namespace) -> int:
+    schema = experiment_schema(_plugins(args).registry)
+    text = json.dumps(schema, indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    target = out / "experiment.schema.json" if out.suffix != ".json" else out
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lyra", description="Train and use neural audio codecs.")
+    parser.add_argument("--version", action="version", version=f"lyra {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("components", help="list registered components by kind")
+    p.add_argument("kind", nargs="?", help="one kind, with each component's fields and defaults")
+
+    sub.add_parser("plugins", help="loaded plugins, their distributions, and any that failed")
+
+    p = sub.add_parser("validate", help="check spec files")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.add_argument("--print-resolved", action="store_true", help="print the fully defaulted spec")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec value, e.g. training.steps=10")
+
+    p = sub.add_parser("schema", help="write the JSON Schema generated from the live registry")
+    p.add_argument("-o", "--output", help="directory or .json file (default: stdout)")
+    p.add_argument("--builtins-only", action="store_true",
+                   help="only Lyra's own components (what schemas/ in the repository holds)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LyraError as exc:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
