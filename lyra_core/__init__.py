@@ -16,6 +16,23 @@ from lyra_core.errors import (
     UnknownComponentError,
 )
 from lyra_core.hookspecs import hookimpl
+from lyra_core.kinds import (
+    Activation,
+    Augmentation,
+    Block,
+    Bottleneck,
+    Dataset,
+    Decoder,
+    Discriminator,
+    Encoder,
+    Filterbank,
+    Loss,
+    Model,
+    Optimizer,
+    Scheduler,
+    Tracker,
+    WeightSchedule,
+)
 from lyra_core.registry import Registry, RegistryView
 from lyra_core.spec import Ref, param
 
@@ -25,16 +42,31 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Activation",
+    "Augmentation",
+    "Block",
+    "Bottleneck",
     "BuildContext",
     "BuildError",
+    "Dataset",
+    "Decoder",
+    "Discriminator",
     "DuplicateComponentError",
+    "Encoder",
+    "Filterbank",
+    "Loss",
     "LyraError",
+    "Model",
+    "Optimizer",
     "PluginLoadError",
     "Ref",
     "Registry",
     "RegistryView",
+    "Scheduler",
     "SpecError",
+    "Tracker",
     "UnknownComponentError",
+    "WeightSchedule",
     "__version__",
     "hookimpl",
     "param",

@@ -57,7 +57,11 @@ def _components(args: argparse.Namespace) -> int:
                     if a.default is attrs.NOTHING:
                         default = "(required)"
                     else:
-                        value = a.default.factory() if isinstance(a.default, attrs.Factory) else a.default
+                        value = (
+                            a.default.factory()
+                            if isinstance(a.default, attrs.Factory)
+                            else a.default
+                        )
                         default = "= " + json.dumps(conv.unstructure(value))
                     doc = f"  # {field_doc(a)}" if field_doc(a) else ""
                     print(f"      {a.name} {default}{doc}")
@@ -124,13 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check spec files")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     p.add_argument("--print-resolved", action="store_true", help="print the fully defaulted spec")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec value, e.g. training.steps=10")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. training.steps=10",
+    )
 
     p = sub.add_parser("schema", help="write the JSON Schema generated from the live registry")
     p.add_argument("-o", "--output", help="directory or .json file (default: stdout)")
-    p.add_argument("--builtins-only", action="store_true",
-                   help="only Lyra's own components (what schemas/ in the repository holds)")
+    p.add_argument(
+        "--builtins-only",
+        action="store_true",
+        help="only Lyra's own components (what schemas/ in the repository holds)",
+    )
     return parser
 
 

@@ -20,6 +20,10 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def article(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
 class SpecError(LyraError):
     """A spec that is not valid: one or more `(json_path, message)` problems, sorted by path."""
 

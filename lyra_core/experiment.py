@@ -6,7 +6,8 @@ from typing import Literal
 
 import attrs
 
-from lyra_core.spec import Ref, param
+from lyra_core.kinds import Augmentation, Dataset, Loss, Model, Optimizer, Scheduler, Tracker
+from lyra_core.spec import param
 
 
 def _positive(_: object, a: attrs.Attribute, value: float | int | None) -> None:
@@ -18,15 +19,13 @@ def _positive(_: object, a: attrs.Attribute, value: float | int | None) -> None:
 class DataSpec:
     """Where the audio comes from, its format, and how it is batched and augmented."""
 
-    dataset: Ref[dataset] = param(doc="the dataset component")
+    dataset: Dataset = param(doc="the dataset component")
     sample_rate: int = param(44100, doc="sample rate the model works at (Hz)", validator=_positive)
     channels: int = param(1, doc="audio channels the model works with", validator=_positive)
-    segment_length: int = param(
-        32768, doc="samples per training example", validator=_positive
-    )
+    segment_length: int = param(32768, doc="samples per training example", validator=_positive)
     batch_size: int = param(8, doc="examples per optimizer step", validator=_positive)
     num_workers: int = param(0, doc="DataLoader worker processes")
-    augmentations: tuple[Ref[augmentation], ...] = param(
+    augmentations: tuple[Augmentation, ...] = param(
         (), doc="augmentations applied to each batch on the device, in this order"
     )
 
@@ -36,8 +35,8 @@ class TrainingSpec:
     """The optimisation loop: steps, optimizer, precision, checkpoints and validation."""
 
     steps: int = param(1000, doc="optimizer steps to train for", validator=_positive)
-    optimizer: Ref[optimizer] = param(doc="the generator's optimizer")
-    scheduler: Ref[scheduler] | None = param(None, doc="learning-rate scheduler (none: constant)")
+    optimizer: Optimizer = param(doc="the generator's optimizer")
+    scheduler: Scheduler | None = param(None, doc="learning-rate scheduler (none: constant)")
     precision: Literal["32", "bf16", "fp16"] = param(
         "32", doc="32: float32; bf16/fp16: autocast (fp16 with a GradScaler on CUDA)"
     )
@@ -57,7 +56,7 @@ class ExperimentSpec:
     name: str = param("experiment", doc="a name for runs of this spec")
     seed: int = param(0, doc="one seed for every random number generator")
     data: DataSpec = param(doc="the data section")
-    model: Ref[model] = param(doc="the model")
-    losses: tuple[Ref[loss], ...] = param((), doc="weighted losses summed into the objective")
+    model: Model = param(doc="the model")
+    losses: tuple[Loss, ...] = param((), doc="weighted losses summed into the objective")
     training: TrainingSpec = param(doc="the training section")
-    tracking: Ref[tracker] | None = param(None, doc="experiment tracker (none: the default mlflow)")
+    tracking: Tracker | None = param(None, doc="experiment tracker (none: the default mlflow)")

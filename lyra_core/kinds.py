@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from lyra_core.registry import Kind, Origin
+from lyra_core.spec import Ref
 
 CORE = Origin("lyra_core", "lyra-audio")
 
@@ -28,29 +29,74 @@ def _optimizer() -> dict[str, Any]:
 CORE_KINDS: tuple[Kind, ...] = tuple(
     Kind(name, doc, example, CORE)
     for name, doc, example in [
-        ("activation", "build(ctx, channels) -> shape-preserving module on [B, C, T]",
-         lambda: {"channels": 4}),
-        ("block", "build(ctx, in_channels, out_channels, stride) -> module on [B, C, T]",
-         lambda: {"in_channels": 4, "out_channels": 4, "stride": 1}),
-        ("encoder", "build(ctx, in_channels, out_channels) -> module [B, Cin, T] -> [B, Cout, T/hop]",
-         lambda: {"in_channels": 1, "out_channels": 4}),
-        ("decoder", "build(ctx, in_channels, out_channels) -> module [B, Cin, T'] -> [B, Cout, T]",
-         lambda: {"in_channels": 4, "out_channels": 1}),
-        ("bottleneck", "build(ctx) -> module: encode returns the latent and named loss terms",
-         dict),
-        ("filterbank", "build(ctx) -> module with analysis [B, C, T] -> [B, C*M, T/M] and synthesis",
-         dict),
-        ("discriminator", "build(ctx) -> module returning feature maps and logits per sub-discriminator",
-         dict),
-        ("augmentation", "build(ctx) -> batched transform of [B, C, T] audio on the training device",
-         dict),
+        (
+            "activation",
+            "build(ctx, channels) -> shape-preserving module on [B, C, T]",
+            lambda: {"channels": 4},
+        ),
+        (
+            "block",
+            "build(ctx, in_channels, out_channels, stride) -> module on [B, C, T]",
+            lambda: {"in_channels": 4, "out_channels": 4, "stride": 1},
+        ),
+        (
+            "encoder",
+            "build(ctx, in_channels, out_channels) -> module [B, Cin, T] -> [B, Cout, T/hop]",
+            lambda: {"in_channels": 1, "out_channels": 4},
+        ),
+        (
+            "decoder",
+            "build(ctx, in_channels, out_channels) -> module [B, Cin, T'] -> [B, Cout, T]",
+            lambda: {"in_channels": 4, "out_channels": 1},
+        ),
+        (
+            "bottleneck",
+            "build(ctx) -> module: encode returns the latent and named loss terms",
+            dict,
+        ),
+        (
+            "filterbank",
+            "build(ctx) -> module with analysis [B, C, T] -> [B, C*M, T/M] and synthesis",
+            dict,
+        ),
+        (
+            "discriminator",
+            "build(ctx) -> module returning feature maps and logits per sub-discriminator",
+            dict,
+        ),
+        (
+            "augmentation",
+            "build(ctx) -> batched transform of [B, C, T] audio on the training device",
+            dict,
+        ),
         ("loss", "build(ctx) -> callable(prediction, target) -> scalar tensor", dict),
         ("weight_schedule", "build(ctx) -> callable(step) -> weight (e.g. KL warm-up)", dict),
-        ("dataset", "build(ctx, split) -> dataset of [C, T] audio segments",
-         lambda: {"split": "train"}),
+        (
+            "dataset",
+            "build(ctx, split) -> dataset of [C, T] audio segments",
+            lambda: {"split": "train"},
+        ),
         ("optimizer", "build(ctx, params) -> torch.optim.Optimizer", _params),
         ("scheduler", "build(ctx, optimizer, steps) -> learning-rate scheduler", _optimizer),
         ("model", "build(ctx) -> nn.Module with encode, decode and forward", dict),
         ("tracker", "build(ctx) -> experiment tracker (MLflow, none, ...)", dict),
     ]
 )
+
+# Slot types for fields that hold any component of a core kind, e.g. `activation: Activation`.
+# A plugin that declares a kind makes its own the same way: `Vocoder = Ref["vocoder"]`.
+Activation = Ref["activation"]
+Block = Ref["block"]
+Encoder = Ref["encoder"]
+Decoder = Ref["decoder"]
+Bottleneck = Ref["bottleneck"]
+Filterbank = Ref["filterbank"]
+Discriminator = Ref["discriminator"]
+Augmentation = Ref["augmentation"]
+Loss = Ref["loss"]
+WeightSchedule = Ref["weight_schedule"]
+Dataset = Ref["dataset"]
+Optimizer = Ref["optimizer"]
+Scheduler = Ref["scheduler"]
+Model = Ref["model"]
+Tracker = Ref["tracker"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from lyra_core.errors import LyraError, SpecError, did_you_mean
+from lyra_core.errors import LyraError, SpecError, article, did_you_mean
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.registry import Registry
 from lyra_core.schema import KIND_KEY, experiment_schema
@@ -46,14 +46,13 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
     except json.JSONDecodeError as exc:
-        raise LyraError(
-            f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"
-        ) from exc
+        raise LyraError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
     except ValueError as exc:
         raise LyraError(f"{path}: not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise SpecError([("$", f"a spec must be a JSON object, not {type(data).__name__}")],
-                        str(path))
+        raise SpecError(
+            [("$", f"a spec must be a JSON object, not {type(data).__name__}")], str(path)
+        )
     return data
 
 
@@ -75,7 +74,9 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             where = ".".join(parts[: i + 1])
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise LyraError(f"--set {key}: '{where}' is not an index of a list of {len(node)}")
+                    raise LyraError(
+                        f"--set {key}: '{where}' is not an index of a list of {len(node)}"
+                    )
                 if last:
                     node[int(part)] = value
                 else:
@@ -107,28 +108,37 @@ def _message(err: jsonschema.ValidationError, registry: Registry) -> tuple[str, 
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         if missing == "type" and KIND_KEY in schema:
             kind = schema[KIND_KEY]
-            return path, (f"missing 'type': name a {kind} "
-                          f"(known: {', '.join(registry.names(kind))})")
+            return path, (
+                f"missing 'type': name a {kind} (known: {', '.join(registry.names(kind))})"
+            )
         return path, f"missing required field '{missing}'"
     if err.validator == "type" and isinstance(schema, dict) and KIND_KEY in schema:
         kind = schema[KIND_KEY]
-        return path, f"expected an object naming a {kind}, like {{\"type\": \"...\"}}, got {inst!r}"
+        return path, f'expected an object naming a {kind}, like {{"type": "..."}}, got {inst!r}'
     return path, err.message
 
 
 def _leaf_errors(err: jsonschema.ValidationError) -> Iterable[jsonschema.ValidationError]:
-    """Descend into `anyOf` (our optional fields) so a typo inside `X | None` is reported exactly."""
+    """Descend into `anyOf` (optional fields) so a typo inside `X | None` is reported exactly."""
     if err.validator == "anyOf" and err.instance is not None and err.context:
-        non_null = [e for e in err.context if e.schema != {"type": "null"}
-                    and not (e.validator == "type" and e.validator_value == "null")]
+        non_null = [
+            e
+            for e in err.context
+            if e.schema != {"type": "null"}
+            and not (e.validator == "type" and e.validator_value == "null")
+        ]
         for sub in non_null:
             yield from _leaf_errors(sub)
     else:
         yield err
 
 
-def validate_data(data: dict[str, Any], registry: Registry, source: str | None = None,
-                  schema: dict[str, Any] | None = None) -> ExperimentSpec:
+def validate_data(
+    data: dict[str, Any],
+    registry: Registry,
+    source: str | None = None,
+    schema: dict[str, Any] | None = None,
+) -> ExperimentSpec:
     """Validate a parsed spec (all schema errors at once), then structure it."""
     schema = schema or experiment_schema(registry)
     validator = jsonschema.Draft202012Validator(schema)
@@ -143,7 +153,9 @@ def validate_data(data: dict[str, Any], registry: Registry, source: str | None =
     return structure(body, ExperimentSpec, registry, source)
 
 
-def load_spec(path: str | Path, registry: Registry, overrides: Iterable[str] = ()) -> ExperimentSpec:
+def load_spec(
+    path: str | Path, registry: Registry, overrides: Iterable[str] = ()
+) -> ExperimentSpec:
     """Read, override, validate and structure the spec file at `path`."""
     data = apply_overrides(read_spec_file(path), overrides)
     return validate_data(data, registry, str(path))

@@ -87,11 +87,17 @@ def load_plugins(
     manager.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
     loaded: list[tuple[str, object, Origin]] = []
-    eps = sorted(entry_points(group=entry_point_group), key=lambda e: e.name) if entry_point_group else []
+    eps = (
+        sorted(entry_points(group=entry_point_group), key=lambda e: e.name)
+        if entry_point_group
+        else []
+    )
 
     for ep in eps:
         origin = _origin(ep)
-        where = f"{origin.distribution} {origin.version} (entry point {GROUP}: {ep.name} = {ep.value})"
+        where = (
+            f"{origin.distribution} {origin.version} (entry point {GROUP}: {ep.name} = {ep.value})"
+        )
         if ep.name in blocked or (builtins_only and origin.distribution != DISTRIBUTION):
             manager.set_blocked(ep.name)
             infos.append(PluginInfo(ep.name, origin, ep.value, "disabled"))

@@ -2,8 +2,8 @@
 
 Each kind is a `$defs` entry: an `enum` of names on `type`, and one `if/then` branch per name whose
 `then` is that component's schema with `additionalProperties: false`. Unlike a `oneOf`, this gives
-exact messages at exact paths (see ARCHITECTURE.md). No library turns attrs classes into JSON Schema,
-so this walks `attrs.fields` and the resolved type hints itself.
+exact messages at exact paths (see ARCHITECTURE.md). No library turns attrs classes into JSON
+Schema, so this walks `attrs.fields` and the resolved type hints itself.
 """
 
 from __future__ import annotations
@@ -57,8 +57,12 @@ class _Generator:
         if origin in (list, tuple) or (origin and origin.__name__ == "Sequence"):
             if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
                 items = [self.type_schema(a) for a in args]
-                return {"type": "array", "prefixItems": items, "minItems": len(items),
-                        "maxItems": len(items)}
+                return {
+                    "type": "array",
+                    "prefixItems": items,
+                    "minItems": len(items),
+                    "maxItems": len(items),
+                }
             return {"type": "array", "items": self.type_schema(args[0]) if args else {}}
         if origin is dict:
             return {"type": "object", "additionalProperties": self.type_schema(args[1])}
@@ -83,8 +87,11 @@ class _Generator:
                 default = a.default.factory() if isinstance(a.default, attrs.Factory) else a.default
                 prop["default"] = self.converter.unstructure(default, hints[a.name])
             props[a.name] = prop
-        schema: dict[str, Any] = {"type": "object", "properties": props,
-                                  "additionalProperties": False}
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": props,
+            "additionalProperties": False,
+        }
         if _doc(cls):
             schema = {"description": _doc(cls), **schema}
         if required:
@@ -97,17 +104,24 @@ class _Generator:
         for comp in self.registry.components(kind):
             key = f"{kind}.{comp.name}"
             self.defs[key] = self.class_schema(comp.spec, tag=comp.name)
-            branches.append({
-                "if": {"properties": {"type": {"const": comp.name}}, "required": ["type"]},
-                "then": {"$ref": f"#/$defs/{key}"},
-            })
+            branches.append(
+                {
+                    "if": {
+                        "type": "object",
+                        "properties": {"type": {"const": comp.name}},
+                        "required": ["type"],
+                    },
+                    "then": {"$ref": f"#/$defs/{key}"},
+                }
+            )
         return {
             KIND_KEY: kind,
             "description": self.registry.kind(kind).doc,
             "type": "object",
             "required": ["type"],
-            "properties": {"type": {"enum": names, KIND_KEY: kind,
-                                    "description": f"a registered {kind}"}},
+            "properties": {
+                "type": {"enum": names, KIND_KEY: kind, "description": f"a registered {kind}"}
+            },
             "allOf": branches,
         }
 
@@ -116,11 +130,18 @@ def experiment_schema(registry: Registry) -> dict[str, Any]:
     """The JSON Schema of an experiment spec, with every kind the registry knows."""
     gen = _Generator(registry)
     root = gen.class_schema(ExperimentSpec)
-    root["properties"] = {"$schema": {"type": "string", "description": "this schema's path"},
-                          **root["properties"]}
+    root["properties"] = {
+        "$schema": {"type": "string", "description": "this schema's path"},
+        **root["properties"],
+    }
     for kind in registry.kinds:  # every kind, so plugin authors can reference any of them
         gen.defs[kind] = gen.kind_schema(kind)
     for kind in gen.kinds_used - set(registry.kinds):
         registry.kind(kind)  # a slot of a kind nobody declared: raises UnknownKindError
-    return {"$schema": DRAFT, "$id": "https://lyra.invalid/schemas/experiment.schema.json",
-            "title": "Lyra experiment", **root, "$defs": dict(sorted(gen.defs.items()))}
+    return {
+        "$schema": DRAFT,
+        "$id": "https://lyra.invalid/schemas/experiment.schema.json",
+        "title": "Lyra experiment",
+        **root,
+        "$defs": dict(sorted(gen.defs.items())),
+    }

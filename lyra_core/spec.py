@@ -20,7 +20,7 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
-from lyra_core.errors import LyraError, SpecError, did_you_mean
+from lyra_core.errors import LyraError, SpecError, article, did_you_mean
 from lyra_core.registry import Registry
 
 
@@ -61,8 +61,8 @@ def make_converter(registry: Registry) -> cattrs.Converter:
         def structure(value: Any, _: type) -> Any:
             if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
                 raise LyraError(
-                    f"expected an object naming a {t.kind}, like {{\"type\": "
-                    f"\"{(registry.names(t.kind) or ['name'])[0]}\"}}"
+                    f'expected an object naming a {t.kind}, like {{"type": '
+                    f'"{(registry.names(t.kind) or ["name"])[0]}"}}'
                 )
             spec = registry.get(t.kind, value["type"]).spec
             return conv.structure({k: v for k, v in value.items() if k != "type"}, spec)

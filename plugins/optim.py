@@ -29,9 +29,12 @@ class AdamSpec:
     eps: float = param(1e-8, doc="denominator epsilon")
     weight_decay: float = param(0.0, doc="L2 penalty (coupled, as torch's Adam)")
 
-    def build(self, ctx: BuildContext, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.lr, betas=self.betas, eps=self.eps,
-                                weight_decay=self.weight_decay)
+    def build(
+        self, ctx: BuildContext, params: Iterable[torch.nn.Parameter]
+    ) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -43,9 +46,12 @@ class AdamWSpec:
     eps: float = param(1e-8, doc="denominator epsilon")
     weight_decay: float = param(0.01, doc="decoupled weight decay")
 
-    def build(self, ctx: BuildContext, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, lr=self.lr, betas=self.betas, eps=self.eps,
-                                 weight_decay=self.weight_decay)
+    def build(
+        self, ctx: BuildContext, params: Iterable[torch.nn.Parameter]
+    ) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay
+        )
 
 
 def _lambda(optimizer: torch.optim.Optimizer, fn) -> torch.optim.lr_scheduler.LRScheduler:
@@ -83,7 +89,9 @@ class CosineSpec:
                 return (step + 1) / self.warmup_steps
             span = max(1, steps - self.warmup_steps)
             progress = min(1.0, (step - self.warmup_steps) / span)
-            return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+            return self.min_factor + (1 - self.min_factor) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
 
         return _lambda(optimizer, factor)
 
