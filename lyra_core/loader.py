@@ -109,12 +109,15 @@ def _message(err: jsonschema.ValidationError, registry: Registry) -> tuple[str, 
         if missing == "type" and KIND_KEY in schema:
             kind = schema[KIND_KEY]
             return path, (
-                f"missing 'type': name a {kind} (known: {', '.join(registry.names(kind))})"
+                f"missing 'type': name {article(kind)} (known: {', '.join(registry.names(kind))})"
             )
         return path, f"missing required field '{missing}'"
     if err.validator == "type" and isinstance(schema, dict) and KIND_KEY in schema:
         kind = schema[KIND_KEY]
-        return path, f'expected an object naming a {kind}, like {{"type": "..."}}, got {inst!r}'
+        return (
+            path,
+            f'expected an object naming {article(kind)}, like {{"type": "..."}}, got {inst!r}',
+        )
     return path, err.message
 
 

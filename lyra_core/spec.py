@@ -61,7 +61,7 @@ def make_converter(registry: Registry) -> cattrs.Converter:
         def structure(value: Any, _: type) -> Any:
             if not isinstance(value, Mapping) or not isinstance(value.get("type"), str):
                 raise LyraError(
-                    f'expected an object naming a {t.kind}, like {{"type": '
+                    f'expected an object naming {article(t.kind)}, like {{"type": '
                     f'"{(registry.names(t.kind) or ["name"])[0]}"}}'
                 )
             spec = registry.get(t.kind, value["type"]).spec
