@@ -1,0 +1,85 @@
+"""The module interfaces that built components share with the framework and with each other.
+
+A spec's `build()` returns a torch object; for the kinds that other components call into, that
+object follows one of these base classes. Third-party components subclass them too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+class Filterbank(nn.Module):
+    """Splits [B, C, T] audio into `bands` subbands [B, C·bands, T/bands] and back.
+
+    `T` must be a multiple of `bands`; the model pads before analysis and crops after synthesis.
+    """
+
+    bands: int = 1
+
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def synthesis(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Bottleneck(nn.Module):
+    """Between encoder and decoder: turns the encoder's features into a latent, and back.
+
+    `input_channels` is the width the encoder must produce; `latent_channels` the width the
+    decoder receives. `encode` returns the latent (sampled in training, the mean in eval, for
+    variational bottlenecks) and named loss terms, e.g. `{"kl": tensor}`, that losses pick up by
+    name. `decoder_input` maps a latent to the decoder's [B, latent_channels, frames] input
+    (identity for time-series latents; broadcast or upsampled for a single vector).
+    """
+
+    input_channels: int
+    latent_channels: int
+
+    def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def decoder_input(self, z: torch.Tensor, frames: int) -> torch.Tensor:
+        return z
+
+    def sample_prior(
+        self,
+        batch: int,
+        frames: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Latents drawn from the prior, shaped like `encode`'s output for `frames` frames."""
+        raise NotImplementedError
+
+
+@dataclass
+class ModelOutput:
+    """What a model's `forward(x)` returns: the reconstruction, the latent and the loss terms."""
+
+    reconstruction: torch.Tensor
+    latent: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class AudioModel(nn.Module):
+    """A trainable codec: `forward(x) -> ModelOutput`, plus `encode` and `decode` for inference.
+
+    `hop_length` is the number of input samples per latent frame.
+    """
+
+    hop_length: int = 1
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        z, terms = self.encode(x)
+        return ModelOutput(self.decode(z, x.shape[-1]), z, terms)
