@@ -69,7 +69,7 @@ CORE_KINDS: tuple[Kind, ...] = tuple(
             "build(ctx) -> batched transform of [B, C, T] audio on the training device",
             dict,
         ),
-        ("loss", "build(ctx) -> callable(prediction, target) -> scalar tensor", dict),
+        ("loss", "build(ctx) -> module(output: ModelOutput, target) -> scalar", dict),
         ("weight_schedule", "build(ctx) -> callable(step) -> weight (e.g. KL warm-up)", dict),
         (
             "dataset",
