@@ -1,0 +1,67 @@
+"""Shared fixtures: a registry with small test-only components next to the installed plugins."""
+
+from __future__ import annotations
+
+import types
+
+import attrs
+import pytest
+import torch
+from torch import nn
+
+from lyra_core import Activation, BuildContext, hookimpl, param
+from lyra_core.plugins import Plugins, load_plugins
+
+
+@attrs.frozen(kw_only=True)
+class TinyModelSpec:
+    """A one-conv model for spec tests."""
+
+    channels: int = param(8, doc="hidden width", validator=attrs.validators.gt(0))
+    activation: Activation = param(doc="activation after the conv")
+
+    def build(self, ctx: BuildContext) -> nn.Module:
+        act = self.activation.build(ctx, channels=self.channels)
+        return nn.Sequential(nn.Conv1d(ctx.channels, self.channels, 3, padding=1), act)
+
+
+@attrs.frozen(kw_only=True)
+class NoiseDatasetSpec:
+    """Seeded white noise (test-only)."""
+
+    items: int = param(4, doc="examples")
+
+    def build(self, ctx: BuildContext, split: str) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(ctx.seed)
+        shape = (self.items, ctx.channels, ctx.segment_length)
+        return list(torch.randn(shape, generator=gen))
+
+
+@hookimpl
+def lyra_register_components(registry) -> None:
+    registry.add("model", "tiny", TinyModelSpec)
+    registry.add("dataset", "noise", NoiseDatasetSpec)
+
+
+TEST_PARTS = types.SimpleNamespace(lyra_register_components=lyra_register_components)
+
+
+@pytest.fixture(scope="session")
+def plugins() -> Plugins:
+    """The installed plugins plus the test-only `tiny` model and `noise` dataset."""
+    return load_plugins(extra=[("testparts", TEST_PARTS)])
+
+
+@pytest.fixture
+def registry(plugins):
+    return plugins.registry
+
+
+@pytest.fixture
+def tiny_spec() -> dict:
+    """A valid experiment spec using the test-only components."""
+    return {
+        "data": {"dataset": {"type": "noise"}, "segment_length": 1024},
+        "model": {"type": "tiny", "activation": {"type": "snake"}},
+        "training": {"optimizer": {"type": "adam", "lr": 0.001}, "steps": 5},
+    }
