@@ -114,6 +114,16 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("summary")
+def _summary(args: argparse.Namespace) -> int:
+    from lyra_core.summary import summarize_spec
+
+    reg = _plugins(args).registry
+    spec = load_spec(args.spec, reg, args.set)
+    print(summarize_spec(spec, reg, args.seconds, args.depth, title=args.spec).format())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyra", description="Train and use neural audio codecs.")
     parser.add_argument("--version", action="version", version=f"lyra {__version__}")
@@ -142,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--builtins-only",
         action="store_true",
         help="only Lyra's own components (what schemas/ in the repository holds)",
+    )
+
+    p = sub.add_parser("summary", help="each model stage's output shape and parameter count")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--seconds", type=float, help="input length (default: the segment length)")
+    p.add_argument("--depth", type=int, default=2, help="stage nesting to show (default: 2)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value"
     )
     return parser
 

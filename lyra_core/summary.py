@@ -1,0 +1,208 @@
+"""`lyra summary`: each stage's output shape and parameter count, without training.
+
+The model is built and run on the `meta` device: shapes propagate, nothing is allocated or
+computed, so even a 255 M-parameter model is summarised in seconds. Stages are the modules that
+run (forward hooks), plus the interface methods a model calls instead of `forward`
+(filterbank analysis/synthesis, bottleneck encode/posterior/decoder_input). `ModuleList`s and
+`ModuleDict`s are transparent: `encoder.blocks.0` is one level below `encoder`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from lyra_core.context import BuildContext
+from lyra_core.errors import LyraError
+from lyra_core.experiment import ExperimentSpec
+from lyra_core.interfaces import AudioModel, ModelOutput
+
+# Methods that models call instead of `forward`, reported as stages when a module has them.
+STAGE_METHODS = ("analysis", "synthesis", "posterior", "encode", "decoder_input", "decode")
+
+
+@attrs.define
+class Stage:
+    name: str
+    depth: int
+    params: int
+    output: str = "(not run)"
+
+
+@attrs.define
+class Summary:
+    title: str
+    input_shape: tuple[int, ...]
+    stages: list[Stage]
+    total_params: int
+    trainable_params: int
+    latent_shape: str
+    output_shape: str
+    hop_length: int | None
+
+    def format(self) -> str:
+        width = max([len("stage")] + [2 * s.depth + len(s.name) for s in self.stages]) + 2
+        out_width = max([len("output")] + [len(s.output) for s in self.stages]) + 2
+        lines = [
+            f"{self.title}: input {list(self.input_shape)}",
+            f"{'stage':<{width}}{'output':<{out_width}}{'params':>14}",
+        ]
+        for s in self.stages:
+            name = "  " * s.depth + s.name
+            params = f"{s.params:,}" if s.params else "-"
+            lines.append(f"{name:<{width}}{s.output:<{out_width}}{params:>14}")
+        lines += [
+            f"latent: {self.latent_shape}",
+            f"reconstruction: {self.output_shape}",
+        ]
+        if self.hop_length:
+            lines.append(f"hop length: {self.hop_length} samples per latent frame")
+        lines += [
+            f"total parameters: {self.total_params:,}",
+            f"trainable parameters: {self.trainable_params:,}",
+        ]
+        return "\n".join(lines)
+
+
+def describe(value: Any) -> str:
+    """A short shape description of a stage's output."""
+    if isinstance(value, torch.Tensor):
+        return str(list(value.shape))
+    if isinstance(value, ModelOutput):
+        return describe(value.reconstruction)
+    if isinstance(value, tuple | list):
+        shapes = [describe(v) for v in value if isinstance(v, torch.Tensor | tuple | list)]
+        return ", ".join(shapes) if shapes else type(value).__name__
+    return type(value).__name__
+
+
+def _count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _stages(model: nn.Module, max_depth: int) -> Iterator[tuple[str, int, nn.Module]]:
+    """(name, depth, module) for submodules down to `max_depth`, containers transparent."""
+
+    def walk(module: nn.Module, prefix: str, depth: int) -> Iterator[tuple[str, int, nn.Module]]:
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if isinstance(child, nn.ModuleList | nn.ModuleDict):
+                yield from walk(child, full, depth)
+                continue
+            yield full, depth, child
+            if depth < max_depth:
+                yield from walk(child, full, depth + 1)
+
+    yield from walk(model, "", 1)
+
+
+def summarize(
+    model: nn.Module, input_shape: tuple[int, ...], max_depth: int = 2, title: str = "model"
+) -> Summary:
+    """Run `model` once on a meta tensor of `input_shape`, recording every stage's output."""
+    order: list[Stage] = []
+    seen: dict[object, Stage] = {}
+    handles = []
+
+    def stage_for(key: object, name: str, depth: int, params: int) -> Stage:
+        # A stage is listed where it first starts running, so a parent precedes its children.
+        if key not in seen:
+            seen[key] = Stage(name, depth, params)
+            order.append(seen[key])
+        return seen[key]
+
+    def wrap_method(owner: nn.Module, method: str, name: str, depth: int) -> None:
+        original: Callable[..., Any] = getattr(owner, method)
+
+        @functools.wraps(original)
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            label = f"{name}.{method}" if name else method
+            stage = stage_for((id(owner), method), label, depth, 0)
+            result = original(*args, **kwargs)
+            stage.output = describe(result)
+            return result
+
+        setattr(owner, method, recorded)
+
+    def add_hooks(name: str, depth: int, module: nn.Module) -> None:
+        def pre(mod: nn.Module, _: Any) -> None:
+            stage_for(id(mod), name, depth, _count(mod))
+
+        def post(mod: nn.Module, _: Any, output: Any) -> None:
+            seen[id(mod)].output = describe(output)
+
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post))
+
+    if isinstance(model, AudioModel):
+        for method in ("encode", "decode"):
+            wrap_method(model, method, "", 0)
+    for name, depth, module in _stages(model, max_depth):
+        add_hooks(name, depth, module)
+        for method in STAGE_METHODS:
+            if callable(getattr(type(module), method, None)):
+                wrap_method(module, method, name, depth)
+
+    x = torch.zeros(input_shape, device="meta")
+    try:
+        with torch.no_grad():
+            if isinstance(model, AudioModel):
+                latent, _ = model.encode(x)
+                output = model.decode(latent, input_shape[-1])
+            else:
+                latent, output = None, model(x)
+    except LyraError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise LyraError(f"the model failed on an input {list(input_shape)}: {exc}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+
+    return Summary(
+        title=title,
+        input_shape=tuple(input_shape),
+        stages=order,
+        total_params=_count(model),
+        trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        latent_shape=describe(latent) if latent is not None else "-",
+        output_shape=describe(output),
+        hop_length=getattr(model, "hop_length", None),
+    )
+
+
+def build_on_meta(spec: ExperimentSpec, ctx: BuildContext) -> nn.Module:
+    """Build the spec's model without allocating its weights (every tensor on `meta`)."""
+    with torch.device("meta"):
+        model = spec.model.build(ctx)
+    if not isinstance(model, nn.Module):
+        raise LyraError(f"the model built a {type(model).__name__}, not a torch module")
+    return model.to("meta").eval()
+
+
+def summarize_spec(
+    spec: ExperimentSpec,
+    registry: Any,
+    seconds: float | None = None,
+    max_depth: int = 2,
+    title: str = "model",
+) -> Summary:
+    """Build the spec's model on `meta` and summarise it on [1, channels, segment or seconds]."""
+    data = spec.data
+    ctx = BuildContext(
+        registry=registry,
+        sample_rate=data.sample_rate,
+        channels=data.channels,
+        segment_length=data.segment_length,
+        seed=spec.seed,
+    )
+    if seconds is not None and seconds <= 0:
+        raise LyraError(f"--seconds must be positive, got {seconds}")
+    length = data.segment_length if seconds is None else max(1, round(seconds * data.sample_rate))
+    model = build_on_meta(spec, ctx)
+    return summarize(model, (1, data.channels, length), max_depth=max_depth, title=title)
