@@ -1,0 +1,165 @@
+"""The preparation cache: each source file decoded and resampled once, then memory-mapped.
+
+Layout, under `<cache root>/v1/<rate>hz-<channels>ch/`, per source file (key = a hash of its
+absolute path):
+  `<key>.npy`         float32 [channels, frames] at the target rate (memory-mappable)
+  `<key>.energy.npy`  float64 mean square per block of `BLOCK` frames (for silence rejection)
+  `<key>.json`        the index entry: source path, size, mtime, frames, or why it was skipped
+
+An entry is valid while the source's size and mtime are unchanged. Every file is written to a
+temporary name and renamed into place (atomic on POSIX), the index entry last, so a crash
+mid-write leaves no entry that points at partial data, and a reader that has a file open keeps
+its old copy when a concurrent writer replaces it. Unreadable sources get an entry too (with the
+reason), so they are not decoded again on every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import numpy as np
+from lyra_plugins.audio_io import AudioReadError, load
+
+VERSION = 1
+BLOCK = 1024  # frames per energy block
+STALE_TEMP_SECONDS = 24 * 3600
+
+
+def default_cache_root() -> Path:
+    """`$LYRA_CACHE_DIR`, else `$XDG_CACHE_HOME/lyra`, else `~/.cache/lyra`; plus `audio/`."""
+    if os.environ.get("LYRA_CACHE_DIR"):
+        return Path(os.environ["LYRA_CACHE_DIR"]) / "audio"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lyra" / "audio"
+
+
+@attrs.frozen
+class Entry:
+    """One source file's index entry: usable audio (`frames` > 0) or the `error` that stopped it."""
+
+    source: str
+    size: int
+    mtime_ns: int
+    frames: int = 0
+    error: str | None = None
+    decoded: bool = False  # True when this process decoded it (not from the index)
+
+
+def _atomic_write(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def block_energy(audio: np.ndarray) -> np.ndarray:
+    """Mean square over channels of each block of `BLOCK` frames (the last one zero-padded)."""
+    channels, frames = audio.shape
+    blocks = -(-frames // BLOCK)
+    energy = np.zeros(blocks, dtype=np.float64)
+    full = frames // BLOCK
+    squares = np.einsum("ct,ct->t", audio, audio, dtype=np.float64) / channels
+    energy[:full] = squares[: full * BLOCK].reshape(full, BLOCK).sum(axis=1) / BLOCK
+    if full < blocks:
+        energy[full] = squares[full * BLOCK :].sum() / BLOCK
+    return energy
+
+
+def segment_mean_square(energy: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """Mean square of segments [s, s + length) from block energies (linear within a block)."""
+    cum = np.concatenate([[0.0], np.cumsum(energy * BLOCK)])
+
+    def upto(t: np.ndarray) -> np.ndarray:
+        block, rem = np.divmod(t, BLOCK)
+        inside = np.where(block < energy.size, energy[np.minimum(block, energy.size - 1)], 0.0)
+        return cum[np.minimum(block, energy.size)] + rem * inside
+
+    return (upto(starts + length) - upto(starts)) / length
+
+
+class AudioCache:
+    """Decoded, resampled audio for one (sample rate, channels) format."""
+
+    def __init__(self, root: Path, sample_rate: int, channels: int):
+        self.sample_rate, self.channels = sample_rate, channels
+        self.dir = Path(root) / f"v{VERSION}" / f"{sample_rate}hz-{channels}ch"
+
+    def _paths(self, source: Path) -> tuple[Path, Path, Path]:
+        key = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:24]
+        return (
+            self.dir / f"{key}.npy",
+            self.dir / f"{key}.energy.npy",
+            self.dir / f"{key}.json",
+        )
+
+    def lookup(self, source: Path) -> Entry | None:
+        """The valid index entry for `source`, or None if it must be (re)prepared."""
+        st = source.stat()
+        audio_path, energy_path, meta_path = self._paths(source)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            entry = Entry(**meta)
+        except (OSError, ValueError, TypeError):
+            return None
+        if (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            return None
+        if entry.error is None:
+            try:  # the data files must exist and match the entry (a crash or a manual delete)
+                shape = np.load(audio_path, mmap_mode="r").shape
+                blocks = np.load(energy_path, mmap_mode="r").shape
+            except (OSError, ValueError):
+                return None
+            if shape != (self.channels, entry.frames) or blocks != (-(-entry.frames // BLOCK),):
+                return None
+        return entry
+
+    def prepare(self, source: Path) -> Entry:
+        """The entry for `source`, decoding and writing it first when the index has none."""
+        entry = self.lookup(source)
+        if entry is not None:
+            return entry
+        st = source.stat()
+        audio_path, energy_path, meta_path = self._paths(source)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            audio = load(source, self.sample_rate, self.channels)
+            entry = Entry(str(source), st.st_size, st.st_mtime_ns, audio.shape[1], decoded=True)
+        except AudioReadError as exc:
+            entry = Entry(str(source), st.st_size, st.st_mtime_ns, error=str(exc), decoded=True)
+        else:
+            _atomic_write(audio_path, lambda f: np.save(f, audio))
+            _atomic_write(energy_path, lambda f: np.save(f, block_energy(audio)))
+        meta = attrs.asdict(entry, filter=lambda a, _: a.name != "decoded")
+        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        return entry
+
+    def audio(self, source: Path) -> np.ndarray:
+        """The cached audio of `source`, memory-mapped read-only: float32 [channels, frames]."""
+        return np.load(self._paths(source)[0], mmap_mode="r")
+
+    def energy(self, source: Path) -> np.ndarray:
+        return np.load(self._paths(source)[1])
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete temporaries a crashed writer left behind (older than a day: not in use)."""
+        if not self.dir.is_dir():
+            return
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for tmp in self.dir.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
