@@ -57,6 +57,20 @@ class Bottleneck(nn.Module):
         raise NotImplementedError
 
 
+class Augmentation(nn.Module):
+    """A random transform of a [B, C, T] training batch, on the batch's device.
+
+    Each example is transformed with probability `p`. Every random number comes from
+    `generator` (the run's seeded `torch.Generator`), so one seed gives one batch. The output
+    has the input's shape, except that a crop may shorten T.
+    """
+
+    p: float = 1.0
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
 @dataclass
 class ModelOutput:
     """What a model's `forward(x)` returns: the reconstruction, the latent and the loss terms."""
