@@ -91,12 +91,12 @@ class Pool(nn.Module):
         super().__init__()
         # The query's score for each frame is q·h_t / √C (no bias: softmax ignores a shift).
         self.query = nn.Conv1d(channels, 1, 1, bias=False) if mode == "attention" else None
-        self.temperature = math.sqrt(channels)
+        self.norm = math.sqrt(channels)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.query is None:
             return h.mean(-1)
-        weights = torch.softmax(self.query(h) / self.temperature, dim=-1)  # [B, 1, F]
+        weights = torch.softmax(self.query(h) / self.norm, dim=-1)  # [B, 1, F]
         return (h * weights).sum(-1)
 
 
