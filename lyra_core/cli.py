@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import traceback
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def _components(args: argparse.Namespace) -> int:
             dist = f"{comp.origin.distribution} {comp.origin.version}".strip()
             print(f"  {comp.name:<22} {comp.summary}  [{comp.origin.plugin}, {dist}]")
             if args.kind:
+                hints = typing.get_type_hints(comp.spec)
                 for a in attrs.fields(comp.spec):
                     if a.default is attrs.NOTHING:
                         default = "(required)"
@@ -62,7 +64,7 @@ def _components(args: argparse.Namespace) -> int:
                             if isinstance(a.default, attrs.Factory)
                             else a.default
                         )
-                        default = "= " + json.dumps(conv.unstructure(value))
+                        default = "= " + json.dumps(conv.unstructure(value, hints[a.name]))
                     doc = f"  # {field_doc(a)}" if field_doc(a) else ""
                     print(f"      {a.name} {default}{doc}")
     for err in plugins.failures:
@@ -124,6 +126,14 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("run")
+def _run(args: argparse.Namespace) -> int:
+    from lyra_core.training import train
+
+    reason = train(_plugins(args), args.spec, args.set, args.resume, args.device, args.run_dir)
+    return 0 if reason == "completed" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyra", description="Train and use neural audio codecs.")
     parser.add_argument("--version", action="version", version=f"lyra {__version__}")
@@ -145,6 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a spec value, e.g. training.steps=10",
     )
+
+    p = sub.add_parser("run", help="train a spec (or resume a run) with MLflow tracking")
+    p.add_argument("spec", nargs="?", metavar="SPEC", help="experiment spec (JSON)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. training.steps=10",
+    )
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
+    )
+    p.add_argument("--run-dir", help="where the run writes (default: runs/NAME-TIMESTAMP)")
 
     p = sub.add_parser("schema", help="write the JSON Schema generated from the live registry")
     p.add_argument("-o", "--output", help="directory or .json file (default: stdout)")

@@ -47,6 +47,19 @@ class TrainingSpec:
     keep_checkpoints: int = param(3, doc="step checkpoints to keep", validator=_positive)
     validate_every: int = param(500, doc="steps between validations", validator=_positive)
     log_every: int = param(10, doc="steps between training-metric log lines", validator=_positive)
+    validation_batches: int = param(
+        4, doc="validation batches averaged per validation", validator=_positive
+    )
+    validation_examples: int = param(
+        2, doc="examples written as WAV and spectrogram PNG per validation"
+    )
+    best_metric: str = param(
+        "val/mr_stft", doc="validation metric that picks the 'best' checkpoint"
+    )
+    best_mode: Literal["min", "max"] = param("min", doc="whether lower or higher is better")
+    max_nonfinite: int = param(
+        5, doc="consecutive non-finite steps (skipped) before the run stops", validator=_positive
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -1,0 +1,100 @@
+"""A run's directory: resolved spec, versions, checkpoints, metrics, validation audio, log.
+
+runs/NAME-YYYYmmdd-HHMMSS/
+    spec.json            the fully resolved spec the run trains
+    versions.json        Lyra, torch and every loaded plugin's distribution and version
+    metrics.jsonl        every logged metric, whatever the tracker does
+    log.txt              the progress lines
+    checkpoints/last.pt  step-NNNNNNN.pt (the newest K)  best.pt
+    validation/step-NNNNNNN/  WAV examples and spectrogram PNGs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from lyra_core import checkpoint
+from lyra_core.errors import LyraError
+
+
+@attrs.frozen
+class RunDir:
+    path: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "spec.json"
+
+    def spec_text(self) -> str:
+        return self.spec_file.read_text(encoding="utf-8")
+
+    def records(self) -> list[Path]:
+        return [self.spec_file, self.path / "versions.json"]
+
+    @classmethod
+    def create(
+        cls,
+        resolved: dict[str, Any],
+        versions: dict[str, Any],
+        path: Path | None = None,
+        root: Path = Path("runs"),
+    ) -> RunDir:
+        if path is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = root / f"{resolved.get('name', 'run')}-{stamp}"
+        if path.exists() and any(path.iterdir()):
+            raise LyraError(
+                f"{path}: the run directory exists and is not empty; "
+                f"resume it with --resume {path} or choose another --run-dir"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run.spec_file.write_text(json.dumps(resolved, indent=2) + "\n", encoding="utf-8")
+        (path / "versions.json").write_text(json.dumps(versions, indent=2) + "\n", encoding="utf-8")
+        return run
+
+    @classmethod
+    def open(cls, path: Path) -> RunDir:
+        run = cls(path)
+        if not run.spec_file.is_file():
+            raise LyraError(f"{path}: not a Lyra run directory (no spec.json)")
+        if not run.last.is_file():
+            raise LyraError(f"{path}: has no checkpoint to resume from ({run.last} is missing)")
+        return run
+
+    def save(self, state: dict[str, Any], step: int, keep: int, best: bool = False) -> Path:
+        """Write `best.pt`, or `step-N.pt` and `last.pt` (a hard link to it), atomically."""
+        if best:
+            checkpoint.save_atomic(state, self.best)
+            return self.best
+        target = self.checkpoints / f"step-{step:07d}.pt"
+        checkpoint.save_atomic(state, target)
+        link = self.checkpoints / f".last.pt.tmp-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        os.link(target, link)
+        os.replace(link, self.last)
+        for old in sorted(self.checkpoints.glob("step-*.pt"))[:-keep]:
+            old.unlink()
+        return self.last
+
+    def log(self, line: str) -> None:
+        with (self.path / "log.txt").open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
