@@ -62,13 +62,14 @@ class Autoencoder(AudioModel):
         self.default_length = default_length
 
     def padded_length(self, length: int) -> int:
-        """The length the encoder's input is padded to (a multiple of bands·hop, or of bands)."""
-        multiple = self.hop_length if self.pad == "hop" else self.bands
-        return math.ceil(length / multiple) * multiple
+        """The length the encoder's input is padded to: a multiple of bands·hop, or of bands."""
+        if self.pad == "hop" or length <= self.hop_length:  # "bands": still at least one frame
+            return math.ceil(length / self.hop_length) * self.hop_length
+        return math.ceil(length / self.bands) * self.bands
 
     def frames(self, length: int) -> int:
         """Latent frames for `length` input samples."""
-        return max(1, self.padded_length(length) // self.hop_length)
+        return self.padded_length(length) // self.hop_length
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if x.dim() != 3 or x.shape[1] != self.channels or x.shape[-1] < 1:
@@ -109,7 +110,8 @@ class AutoencoderSpec:
         doc="hop: pad the input to a multiple of bands·hop_length, so every latent frame sees "
         "real audio and the decoder's output is cropped; bands: pad only to a multiple of the "
         "filterbank's bands and let the strided convs round down (seed 001: 88,200 samples -> "
-        "43 frames), the decoder's output then zero-padded to the input length",
+        "43 frames; inputs shorter than one hop are padded to one), the decoder's output then "
+        "zero-padded to the input length",
     )
 
     @staticmethod

@@ -18,6 +18,15 @@ REGISTRY = load_plugins().registry
 CTX = BuildContext(registry=REGISTRY, channels=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP's overhead on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def spec(kind: str, name: str, **fields):
     return REGISTRY.get(kind, name).spec(**fields)
 
