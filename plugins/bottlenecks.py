@@ -13,6 +13,7 @@ stable-audio-tools use "sum_latent" without the ½: their KL weight β matches L
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal
 
@@ -66,6 +67,15 @@ def reduce_kl(kl: torch.Tensor, reduction: KLReduction) -> torch.Tensor:
 def standard_normal_logpdf(x: torch.Tensor) -> torch.Tensor:
     """log N(x; 0, I) of each row of [..., D]."""
     return -0.5 * (x.pow(2) + LOG_2PI).sum(-1)
+
+
+def full_precision(h: torch.Tensor) -> tuple[torch.Tensor, contextlib.AbstractContextManager]:
+    """`h` in float32 (if half) and a context with autocast off: KLs and log-dets sum many terms."""
+    if h.dtype in (torch.float16, torch.bfloat16):
+        h = h.float()
+    if torch.amp.is_autocast_available(h.device.type):
+        return h, torch.autocast(h.device.type, enabled=False)
+    return h, contextlib.nullcontext()
 
 
 def to_rows(z: torch.Tensor) -> torch.Tensor:
@@ -227,9 +237,11 @@ class GaussianBottleneck(LatentBottleneck):
         return mu, s.clamp(*self.logvar_clamp)
 
     def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        mu, logvar = self.posterior(h)
-        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.training else mu
-        return z, {"kl": reduce_kl(gaussian_kl(mu, logvar), self.kl_reduction)}
+        h, precision = full_precision(h)
+        with precision:
+            mu, logvar = self.posterior(h)
+            z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.training else mu
+            return z, {"kl": reduce_kl(gaussian_kl(mu, logvar), self.kl_reduction)}
 
 
 class FlowBottleneck(GaussianBottleneck):
@@ -248,7 +260,11 @@ class FlowBottleneck(GaussianBottleneck):
         self.posterior_flow, self.prior_flow = posterior_flow, prior_flow
 
     def prior_transform(self, u: torch.Tensor) -> torch.Tensor:
-        return u if self.prior_flow is None else self.prior_flow(u)[0]
+        if self.prior_flow is None:
+            return u
+        u, precision = full_precision(u)
+        with precision:
+            return self.prior_flow(u)[0]
 
     def prior_logpdf(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) of each row of [N, D]."""
@@ -258,16 +274,18 @@ class FlowBottleneck(GaussianBottleneck):
         return standard_normal_logpdf(u) + logdet
 
     def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        mu, logvar = self.posterior(h)
-        eps = torch.randn_like(mu)
-        z0 = mu + (0.5 * logvar).exp() * eps
-        z_k, logdet = self.posterior_flow(to_rows(z0))
-        log_q0 = -0.5 * (eps.pow(2) + logvar + LOG_2PI)  # log N(z₀; μ, σ²), elementwise
-        kl = to_rows(log_q0).sum(-1) - logdet - self.prior_logpdf(z_k)  # one per vector
-        if self.kl_reduction == "mean":
-            kl = kl / self.latent_channels
-        z = from_rows(z_k, z0) if self.training else self.mean_latent(mu)
-        return z, {"kl": kl.mean()}
+        h, precision = full_precision(h)
+        with precision:
+            mu, logvar = self.posterior(h)
+            eps = torch.randn_like(mu)
+            z0 = mu + (0.5 * logvar).exp() * eps
+            z_k, logdet = self.posterior_flow(to_rows(z0))
+            log_q0 = -0.5 * (eps.pow(2) + logvar + LOG_2PI)  # log N(z₀; μ, σ²), elementwise
+            kl = to_rows(log_q0).sum(-1) - logdet - self.prior_logpdf(z_k)  # one per vector
+            if self.kl_reduction == "mean":
+                kl = kl / self.latent_channels
+            z = from_rows(z_k, z0) if self.training else self.mean_latent(mu)
+            return z, {"kl": kl.mean()}
 
     def mean_latent(self, mu: torch.Tensor) -> torch.Tensor:
         """f(μ): the deterministic latent used in eval."""

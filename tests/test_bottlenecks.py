@@ -316,6 +316,31 @@ def test_realnvp_kl_reductions_differ_by_latent_dim(registry):
     assert torch.allclose(bottleneck2.encode(h)[1]["kl"] * 4, summed, atol=1e-5)
 
 
+VARIATIONAL = [(c, i) for c, i in zip(CONFIGS, IDS, strict=True) if c[0] != "deterministic"]
+
+
+@pytest.mark.parametrize(
+    ("name", "fields"), [c for c, _ in VARIATIONAL], ids=[i for _, i in VARIATIONAL]
+)
+def test_bf16_autocast_keeps_the_bottleneck_in_float32(registry, name, fields):
+    if name == "realnvp":
+        fields = {**fields, "identity_init": False}
+    bottleneck = build(registry, name, latent_dim=4, **fields)
+    h = torch.randn(2, bottleneck.input_channels, 6).bfloat16()  # an autocast encoder's output
+    torch.manual_seed(12)
+    reference = bottleneck.encode(h.float())
+    torch.manual_seed(12)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, terms = bottleneck.encode(h)
+        sample = bottleneck.sample_prior(2, 6, generator=torch.Generator().manual_seed(0))
+    assert z.dtype == sample.dtype == torch.float32
+    torch.testing.assert_close(z, reference[0], atol=1e-6, rtol=1e-6)
+    for key, value in terms.items():
+        torch.testing.assert_close(value, reference[1][key], atol=1e-6, rtol=1e-6)
+    expected = bottleneck.sample_prior(2, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sample, expected, atol=1e-6, rtol=1e-6)
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
