@@ -64,7 +64,7 @@ def adsr(t: np.ndarray, gate: float, a: float, d: float, s: float, r: float) -> 
 def partial_phases(
     ratios: np.ndarray, cycles: np.ndarray, offsets: np.ndarray, block: int = 2048
 ) -> np.ndarray:
-    """frac(ratio·cycles + offset) for each partial, float32 [partials, len], kept accurate.
+    """2π·(ratio·cycles + offset) mod 2π for each partial: float32 [partials, len], accurately.
 
     The phase at the start of each block of `block` samples is reduced in float64; within a
     block the float32 increment stays below a thousand cycles (error under 1e-3 rad), which is
@@ -79,8 +79,8 @@ def partial_phases(
     start = np.multiply.outer(ratios, grid[:, 0]) + offsets[:, None]
     start -= np.floor(start)
     inside = (grid - grid[:, :1]).astype(np.float32)
-    phase = ratios.astype(np.float32)[:, None, None] * inside[None]
-    phase += start.astype(np.float32)[:, :, None]
+    phase = ((2.0 * math.pi) * ratios).astype(np.float32)[:, None, None] * inside[None]
+    phase += ((2.0 * math.pi) * start).astype(np.float32)[:, :, None]
     return phase.reshape(ratios.size, blocks * block)[:, :n]
 
 
@@ -118,11 +118,13 @@ class _Canvas:
         wobble = math.cos(phi) - np.cos(np.float32(2.0 * math.pi * rate) * t32 + np.float32(phi))
         cycles = f0 * (t + swing * wobble)
         offsets = rng.uniform(0.0, 1.0, size=ratios.size)
-        waves = np.sin(np.float32(2.0 * math.pi) * partial_phases(ratios, cycles, offsets))
+        waves = partial_phases(ratios, cycles, offsets)
+        np.sin(waves, out=waves)
         amps = np.arange(1, ratios.size + 1, dtype=np.float32) ** np.float32(-voice["tilt"])
         bright = amps * np.linspace(0.0, 1.0, ratios.size, dtype=np.float32)
-        fade = np.exp(t32 / np.float32(-voice["brightness_decay"]))
-        tone = (amps - bright) @ waves + fade * (bright @ waves)
+        # The partials' sum, split into a steady part and a bright part that fades.
+        steady, fading = np.stack([amps - bright, bright]) @ waves
+        tone = steady + np.exp(t32 / np.float32(-voice["brightness_decay"])) * fading
         env = adsr(t32, gate, voice["attack"], voice["decay"], voice["sustain"], voice["release"])
         tone *= np.float32(voice["velocity"]) * env
         self.out[:, i0:i1] += pan_gains(voice["pan"], self.channels)[:, None] * tone
