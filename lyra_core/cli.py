@@ -134,6 +134,29 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if reason == "completed" else 1
 
 
+@command("data")
+def _data(args: argparse.Namespace) -> int:
+    from lyra_core import data_commands
+
+    reg = _plugins(args).registry
+    if args.data_command == "synth":
+        written = data_commands.synth(
+            args.directory,
+            args.minutes,
+            reg,
+            spec_path=args.spec,
+            overrides=args.set,
+            sample_rate=args.sample_rate,
+            channels=args.channels,
+            segment_length=args.segment_length,
+            seed=args.seed,
+        )
+        print(f"wrote {len(written)} WAV file(s) to {args.directory}")
+        return 0
+    sys.stdout.write(data_commands.run_dataset_command(args.data_command, args.spec, reg, args.set))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyra", description="Train and use neural audio codecs.")
     parser.add_argument("--version", action="version", version=f"lyra {__version__}")
@@ -186,6 +209,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value"
     )
+
+    p = sub.add_parser("data", help="prepare, inspect or synthesise training audio")
+    data = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data.add_parser("synth", help="write synthetic audio (the demo's data) as WAV files")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--minutes", type=float, default=1.0, help="how much audio (default: 1)")
+    p.add_argument("--spec", help="take format, seed and synthetic settings from this spec")
+    p.add_argument("--sample-rate", type=int, default=44100, help="Hz (default: 44100)")
+    p.add_argument("--channels", type=int, default=2, help="default: 2")
+    p.add_argument("--segment-length", type=int, default=32768, help="samples per example")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value"
+    )
+    for action, text in (
+        ("stats", "files found, hours, segments kept and every skipped file with its reason"),
+        ("prepare", "decode and resample every file into the cache before training"),
+    ):
+        p = data.add_parser(action, help=text)
+        p.add_argument("spec", metavar="SPEC")
+        p.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value"
+        )
     return parser
 
 

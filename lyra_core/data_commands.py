@@ -1,0 +1,92 @@
+"""`lyra data synth | stats | prepare`: the data section of a spec, reached through the registry.
+
+A dataset component takes part by having methods: `prepare(ctx) -> str` and `stats(ctx) -> str`
+(a report to print), and, for `synth`, the `synthetic` dataset's `export(ctx, directory,
+seconds) -> list[Path]`. Nothing here imports a plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lyra_core.context import BuildContext
+from lyra_core.errors import LyraError
+from lyra_core.experiment import ExperimentSpec
+from lyra_core.loader import load_spec
+from lyra_core.registry import Registry
+
+
+def data_context(spec: ExperimentSpec, registry: Registry) -> BuildContext:
+    """The build context a run gives its dataset: the data section's format and the seed."""
+    data = spec.data
+    return BuildContext(
+        registry=registry,
+        sample_rate=data.sample_rate,
+        channels=data.channels,
+        segment_length=data.segment_length,
+        seed=spec.seed,
+    )
+
+
+def _dataset_method(spec: ExperimentSpec, registry: Registry, method: str, command: str) -> Any:
+    dataset = spec.data.dataset
+    fn = getattr(dataset, method, None)
+    if not callable(fn):
+        name = registry.name_of(dataset)[1]
+        raise LyraError(f"dataset '{name}' does not support `lyra data {command}`")
+    return fn
+
+
+def run_dataset_command(
+    command: str, path: str, registry: Registry, overrides: Iterable[str] = ()
+) -> str:
+    """`prepare` or `stats` for the dataset of the spec at `path`: the report to print."""
+    spec = load_spec(path, registry, overrides)
+    report = _dataset_method(spec, registry, command, command)(data_context(spec, registry))
+    return str(report)
+
+
+def synth(
+    directory: str,
+    minutes: float,
+    registry: Registry,
+    spec_path: str | None = None,
+    overrides: Iterable[str] = (),
+    sample_rate: int = 44100,
+    channels: int = 2,
+    segment_length: int = 32768,
+    seed: int = 0,
+) -> list[Path]:
+    """Write `minutes` of the `synthetic` dataset's audio as WAV files into `directory`.
+
+    With `spec_path`, the format, seed and (if it is `synthetic`) the dataset's settings come
+    from that spec; otherwise from the arguments and the dataset's defaults.
+    """
+    if minutes <= 0:
+        raise LyraError(f"--minutes must be positive, got {minutes}")
+    if spec_path is not None:
+        spec = load_spec(spec_path, registry, overrides)
+        ctx = data_context(spec, registry)
+        dataset = spec.data.dataset
+        if registry.name_of(dataset)[1] != "synthetic":
+            dataset = registry.get("dataset", "synthetic").spec()
+    else:
+        for name, value in (("sample-rate", sample_rate), ("channels", channels)):
+            if value <= 0:
+                raise LyraError(f"--{name} must be positive, got {value}")
+        if segment_length <= 0:
+            raise LyraError(f"--segment-length must be positive, got {segment_length}")
+        ctx = BuildContext(
+            registry=registry,
+            sample_rate=sample_rate,
+            channels=channels,
+            segment_length=segment_length,
+            seed=seed,
+        )
+        dataset = registry.get("dataset", "synthetic").spec()
+    target = Path(directory)
+    if target.exists() and not target.is_dir():
+        raise LyraError(f"{target}: exists and is not a directory")
+    return dataset.export(ctx, target, minutes * 60.0)
