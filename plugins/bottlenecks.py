@@ -9,6 +9,7 @@ KL = ½(μ² + σ² − 1 − log σ²). `kl_reduction="mean"` averages it over 
 −0.5·mean(1 + logvar − μ² − exp logvar)); `"sum_latent"` sums over the latent dimensions and
 averages over batch and frames (the per-frame KL of a D-dimensional Gaussian). RAVE and
 stable-audio-tools use "sum_latent" without the ½: their KL weight β matches Lyra's 2β.
+Under autocast the bottlenecks still compute in float32: KLs and log-determinants sum many terms.
 """
 
 from __future__ import annotations

@@ -177,6 +177,17 @@ def test_realnvp_eval_latent_is_flow_of_mean(registry, single_vector):
     assert not torch.allclose(bottleneck.encode(h)[0], mu)
 
 
+def test_realnvp_time_series_flow_acts_on_each_frame_vector(registry):
+    torch.manual_seed(13)
+    bottleneck = build(registry, "realnvp", latent_dim=4, identity_init=False).eval()
+    h = torch.randn(2, 8, 5)
+    z = bottleneck.encode(h)[0]
+    mu, _ = bottleneck.posterior(h)
+    for t in range(5):
+        torch.testing.assert_close(z[:, :, t], bottleneck.posterior_flow(mu[:, :, t])[0])
+    assert not torch.allclose(z, mu, atol=1e-3)
+
+
 def test_deterministic_passes_features_through(registry):
     bottleneck = build(registry, "deterministic", latent_dim=3)
     h = torch.randn(2, 3, 5)
