@@ -12,7 +12,7 @@ log, so silence gives finite values and gradients (auraloss issue 63).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import attrs
@@ -67,13 +67,6 @@ class LossSpec:
     schedule: WeightSchedule | None = param(
         None, doc="weight schedule over steps, multiplied with weight (null: constant)"
     )
-
-    def weight_at(self, ctx: BuildContext) -> Callable[[int], float]:
-        """`step -> weight * schedule(step)`: the factor the trainer multiplies the loss by."""
-        schedule = self.schedule.build(ctx) if self.schedule is not None else None
-        if schedule is None:
-            return lambda step: self.weight
-        return lambda step: self.weight * float(schedule(step))
 
 
 class ReconstructionLoss(nn.Module):
