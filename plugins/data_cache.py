@@ -3,7 +3,7 @@
 Layout, under `<cache root>/v1/<rate>hz-<channels>ch/`, per source file (key = a hash of its
 absolute path):
   `<key>.npy`         float32 [channels, frames] at the target rate (memory-mappable)
-  `<key>.energy.npy`  float64 mean square per block of `BLOCK` frames (for silence rejection)
+  `<key>.energy.npy`  float32 mean square per block of `BLOCK` frames (for silence rejection)
   `<key>.json`        the index entry: source path, size, mtime, frames, or why it was skipped
 
 An entry is valid while the source's size and mtime are unchanged. Every file is written to a
@@ -30,7 +30,7 @@ import numpy as np
 from lyra_plugins.audio_io import AudioReadError, load
 
 VERSION = 1
-BLOCK = 1024  # frames per energy block
+BLOCK = 256  # frames per energy block: segment energies are exact to within a block per end
 STALE_TEMP_SECONDS = 24 * 3600
 
 
@@ -76,11 +76,15 @@ def block_energy(audio: np.ndarray) -> np.ndarray:
     energy[:full] = squares[: full * BLOCK].reshape(full, BLOCK).sum(axis=1) / BLOCK
     if full < blocks:
         energy[full] = squares[full * BLOCK :].sum() / BLOCK
-    return energy
+    return energy.astype(np.float32)
 
 
 def segment_mean_square(energy: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """Mean square of segments [s, s + length) from block energies (linear within a block)."""
+    """Mean square of segments [s, s + length) from block energies (linear within a block).
+
+    The estimate lies between the true energies of the segment shrunk and grown to whole blocks.
+    """
+    energy = energy.astype(np.float64)
     cum = np.concatenate([[0.0], np.cumsum(energy * BLOCK)])
 
     def upto(t: np.ndarray) -> np.ndarray:

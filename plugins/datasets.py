@@ -228,8 +228,11 @@ class AudioFolderSpec:
                         found.setdefault(path.resolve(), SourceFile(root, path))
         return sorted(found.values(), key=lambda f: (str(f.root), f.relative))
 
-    def index(self, ctx: BuildContext) -> FolderIndex:
-        """Prepare every file (decoding only what the cache lacks) and cut the segments."""
+    def index(self, ctx: BuildContext, warn: bool = True) -> FolderIndex:
+        """Prepare every file (decoding only what the cache lacks) and cut the segments.
+
+        Skipped files are logged (once per process) unless `warn` is False.
+        """
         began = time.perf_counter()
         files = self.find_files()
         cache = self.cache(ctx)
@@ -261,7 +264,8 @@ class AudioFolderSpec:
                     reason = f"silent: every segment is below {self.silence_threshold_db} dB RMS"
             if reason is not None:
                 skipped.append(Skipped(str(file.path), reason))
-                _warn_once(file.path, reason)
+                if warn:
+                    _warn_once(file.path, reason)
                 continue
             kept_files.append(file)
             frames.append(entry.frames)
@@ -312,7 +316,7 @@ class AudioFolderSpec:
         )
 
     def prepare(self, ctx: BuildContext) -> str:
-        index = self.index(ctx)
+        index = self.index(ctx, warn=False)
         speed = index.audio_seconds / index.seconds if index.seconds > 0 else math.inf
         return (
             f"prepared {index.found} files into {self.cache(ctx).dir}: {index.decoded} decoded, "
@@ -322,7 +326,7 @@ class AudioFolderSpec:
         )
 
     def stats(self, ctx: BuildContext) -> str:
-        index = self.index(ctx)
+        index = self.index(ctx, warn=False)
         lines = [
             f"files found: {index.found} ({len(index.files)} used, {len(index.skipped)} skipped)",
             f"audio: {index.audio_seconds / 3600:.3f} h at {ctx.sample_rate} Hz, "
@@ -382,7 +386,7 @@ class SyntheticSpec:
         64, doc="examples in the validation split (drawn from other seeds)", validator=_positive
     )
     notes_per_second: float = param(
-        3.0, doc="mean note/chord onsets per second", validator=_positive
+        3.0, doc="mean note/chord onsets per second", validator=_in_range(0.0, 1000.0)
     )
     chord_probability: float = param(
         0.3, doc="chance that an onset is a chord", validator=_in_range(0.0, 1.0)
@@ -396,6 +400,8 @@ class SyntheticSpec:
     peak: float = param(0.95, doc="peak level of each example", validator=_in_range(1e-6, 1.0))
 
     def __attrs_post_init__(self) -> None:
+        if self.notes_per_second == 0 and self.hits_per_second == 0:
+            raise ValueError("notes_per_second and hits_per_second are both 0: nothing to play")
         if self.lowest_note > self.highest_note:
             raise ValueError(
                 f"lowest_note ({self.lowest_note}) is above highest_note ({self.highest_note})"

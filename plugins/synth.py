@@ -172,7 +172,7 @@ def render(
     seconds = n / sample_rate
     low, high = params.pitch_range
     # The first onset is at or before the start, so no example opens with a long silence.
-    onsets = [rng.uniform(-0.3, 0.0)]
+    onsets = [rng.uniform(-0.3, 0.0)] if params.notes_per_second > 0 else []
     onsets += sorted(rng.uniform(0.0, seconds, size=rng.poisson(params.notes_per_second * seconds)))
     for start in onsets:
         voice = _voice(rng)
