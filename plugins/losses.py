@@ -72,8 +72,8 @@ class LossSpec:
 class ReconstructionLoss(nn.Module):
     """Compares `output.reconstruction` with the target through `distance`, in float32.
 
-    `distance(prediction, target)` takes float32 [B, C, T] tensors; validation metrics call it
-    directly.
+    `distance(prediction, target)` is the same measure on plain float32 [B, C, T] tensors, for
+    callers that have no `ModelOutput` (metrics, benchmarks).
     """
 
     name = "loss"
