@@ -150,7 +150,8 @@ def summarize(
 
     x = torch.zeros(input_shape, device="meta")
     try:
-        with torch.no_grad():
+        # Shapes only: never compile (a plugin's torch.compile would compile for meta tensors).
+        with torch.no_grad(), torch.compiler.set_stance("force_eager"):
             if isinstance(model, AudioModel):
                 latent, _ = model.encode(x)
                 output = model.decode(latent, input_shape[-1])

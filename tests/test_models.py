@@ -38,11 +38,13 @@ class Fold(Filterbank):
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP's overhead on a busy 2-core machine."""
+def small_and_eager():
+    """Tiny tensors: one intra-op thread avoids OpenMP's overhead on a busy 2-core machine, and
+    eager kernels avoid compiling (these tests are about shapes and wiring, not speed)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with torch.compiler.set_stance("force_eager"):
+        yield
     torch.set_num_threads(threads)
 
 
