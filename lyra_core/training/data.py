@@ -69,8 +69,11 @@ def batch_stream(
     if batch_size % world:
         raise LyraError(f"data.batch_size {batch_size} is not divisible by {world} processes")
     sampler = BatchSampler(n, batch_size, seed, start, rank, world)
+    # The loader gets its own generator: creating its iterator must not draw from the global
+    # RNG, or a resumed run would see other noise than an uninterrupted one.
     loader = DataLoader(
         dataset,
+        generator=torch.Generator().manual_seed(seed),
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
