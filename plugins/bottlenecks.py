@@ -70,15 +70,6 @@ def standard_normal_logpdf(x: torch.Tensor) -> torch.Tensor:
     return -0.5 * (x.pow(2) + LOG_2PI).sum(-1)
 
 
-def full_precision(h: torch.Tensor) -> tuple[torch.Tensor, contextlib.AbstractContextManager]:
-    """`h` in float32 (if half) and a context with autocast off: KLs and log-dets sum many terms."""
-    if h.dtype in (torch.float16, torch.bfloat16):
-        h = h.float()
-    if torch.amp.is_autocast_available(h.device.type):
-        return h, torch.autocast(h.device.type, enabled=False)
-    return h, contextlib.nullcontext()
-
-
 def to_rows(z: torch.Tensor) -> torch.Tensor:
     """[B, D, F] -> [B·F, D] (each frame's vector a row); [B, D] stays as it is."""
     return z if z.dim() == 2 else z.transpose(1, 2).reshape(-1, z.shape[1])
@@ -150,6 +141,19 @@ class LatentBottleneck(Bottleneck):
         self.input_channels, self.latent_channels = input_channels, latent_dim
         self.pool, self.expand = pool, expand
         self.register_buffer("_probe", torch.empty(0), persistent=False)  # device and dtype
+
+    def own_precision(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, contextlib.AbstractContextManager]:
+        """`x` in this module's dtype and a context with autocast off.
+
+        Under autocast the parameters stay float32, and so do the KL and the log-determinants,
+        which sum many terms; a model converted to bf16 as a whole stays in bf16.
+        """
+        x = x.to(self._probe.dtype)
+        if torch.amp.is_autocast_available(x.device.type):
+            return x, torch.autocast(x.device.type, enabled=False)
+        return x, contextlib.nullcontext()
 
     @property
     def single_vector(self) -> bool:
@@ -238,7 +242,7 @@ class GaussianBottleneck(LatentBottleneck):
         return mu, s.clamp(*self.logvar_clamp)
 
     def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h, precision = full_precision(h)
+        h, precision = self.own_precision(h)
         with precision:
             mu, logvar = self.posterior(h)
             z = mu + (0.5 * logvar).exp() * torch.randn_like(mu) if self.training else mu
@@ -263,7 +267,7 @@ class FlowBottleneck(GaussianBottleneck):
     def prior_transform(self, u: torch.Tensor) -> torch.Tensor:
         if self.prior_flow is None:
             return u
-        u, precision = full_precision(u)
+        u, precision = self.own_precision(u)
         with precision:
             return self.prior_flow(u)[0]
 
@@ -275,7 +279,7 @@ class FlowBottleneck(GaussianBottleneck):
         return standard_normal_logpdf(u) + logdet
 
     def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        h, precision = full_precision(h)
+        h, precision = self.own_precision(h)
         with precision:
             mu, logvar = self.posterior(h)
             eps = torch.randn_like(mu)

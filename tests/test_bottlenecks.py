@@ -352,6 +352,14 @@ def test_bf16_autocast_keeps_the_bottleneck_in_float32(registry, name, fields):
     torch.testing.assert_close(sample, expected, atol=1e-6, rtol=1e-6)
 
 
+def test_a_bf16_model_stays_in_bf16(registry):
+    bottleneck = build(registry, "realnvp", latent_dim=4, single_vector=True).bfloat16()
+    z, terms = bottleneck.encode(torch.randn(2, 8, 6).bfloat16())
+    sample = bottleneck.sample_prior(2, 6)
+    assert z.dtype == terms["kl"].dtype == sample.dtype == torch.bfloat16
+    assert bottleneck.decoder_input(z, 6).dtype == torch.bfloat16
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
