@@ -44,6 +44,7 @@ class Summary:
     latent_shape: str
     output_shape: str
     hop_length: int | None
+    parts: list[tuple[str, int]] = attrs.Factory(list)  # top-level submodules' parameters
 
     def format(self) -> str:
         width = max([len("stage")] + [2 * s.depth + len(s.name) for s in self.stages]) + 2
@@ -62,6 +63,8 @@ class Summary:
         ]
         if self.hop_length:
             lines.append(f"hop length: {self.hop_length} samples per latent frame")
+        if self.parts:
+            lines.append("parameters by part: " + ", ".join(f"{n} {c:,}" for n, c in self.parts))
         lines += [
             f"total parameters: {self.total_params:,}",
             f"trainable parameters: {self.trainable_params:,}",
@@ -174,6 +177,7 @@ def summarize(
         latent_shape=describe(latent) if latent is not None else "-",
         output_shape=describe(output),
         hop_length=getattr(model, "hop_length", None),
+        parts=[(name, _count(child)) for name, child in model.named_children()],
     )
 
 

@@ -216,6 +216,8 @@ def test_summary_matches_a_real_run():
         assert rows[name].output == str(shape), name
     assert rows["encoder"].params == sum(p.numel() for p in model.encoder.parameters())
     assert summary.total_params == sum(p.numel() for p in model.parameters())
+    assert [name for name, _ in summary.parts] == ["filterbank", "encoder", "bottleneck", "decoder"]
+    assert sum(count for _, count in summary.parts) == summary.total_params
     assert summary.output_shape == str(list(out.reconstruction.shape))
     assert summary.latent_shape == "[1, 3, 6]"  # 70 -> padded to 72 = 6 frames of 12
     assert rows["filterbank.analysis"].output == "[1, 4, 36]"
