@@ -11,7 +11,6 @@ import math
 
 import attrs
 import numpy as np
-from scipy.signal import lfilter
 
 # Chord shapes in semitones above the root: major, minor, sus4, power, major 7, minor 7.
 CHORDS: tuple[tuple[int, ...], ...] = (
@@ -137,10 +136,15 @@ class _Canvas:
         if i1 <= i0:
             return
         t = np.arange(i0, i1, dtype=np.float64) / self.sr - start
-        noise = rng.standard_normal(i1 - i0)
-        pole = rng.uniform(0.0, 0.95)  # one-pole colouring: bright (0) to dull (0.95)
-        sign = 1.0 if rng.random() < 0.7 else -1.0  # mostly low-passed, some high-passed
-        burst = lfilter([1.0 - pole], [1.0, -sign * pole], noise) * np.exp(-t / tau)
+        n = i1 - i0
+        # White noise coloured by a one-pole filter (applied to its spectrum): mostly low-passed
+        # (dull to bright), sometimes high-passed.
+        pole = rng.uniform(0.0, 0.95) * (1.0 if rng.random() < 0.7 else -1.0)
+        response = (1.0 - abs(pole)) / (
+            1.0 - pole * np.exp(-1j * np.pi * np.linspace(0, 1, n // 2 + 1))
+        )
+        noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * response, n)
+        burst = noise * np.exp(-t / tau)
         level = rng.uniform(0.1, 0.6) / (np.abs(burst).max() + 1e-9)
         gains = pan_gains(rng.uniform(0.2, 0.8), self.channels)[:, None]
         self.out[:, i0:i1] += gains * (level * burst).astype(np.float32)

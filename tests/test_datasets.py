@@ -474,11 +474,10 @@ def test_concurrent_preparation_by_two_processes_is_safe(lyra_registry, tmp_path
         sf.write(folder / f"s{i}.wav", tone(2.0, freq=100.0 * (i + 1)), RATE)
     script = (
         "import sys; from lyra_core import BuildContext; "
-        "from lyra_core.plugins import load_plugins; "
         "from lyra_plugins.datasets import AudioFolderSpec; "
         "spec = AudioFolderSpec(paths=(sys.argv[1],), cache_dir=sys.argv[2], workers=1); "
-        "ctx = BuildContext(registry=load_plugins().registry, sample_rate=8000, channels=2, "
-        "segment_length=2048); ds = spec.build(ctx, 'train'); "
+        "ctx = BuildContext(sample_rate=8000, channels=2, segment_length=2048); "
+        "ds = spec.build(ctx, 'train'); "
         "print(len(ds), float(sum(x.sum() for x in ds)))"
     )
     cmd = [sys.executable, "-c", script, str(folder), str(tmp_path / "cache")]
