@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -108,7 +108,7 @@ class ResidualUnit(nn.Module):
         self,
         ctx: BuildContext,
         channels: int,
-        activation: object,
+        activation: Any,
         kernel_size: int,
         dilation: int,
         weight_norm: bool,
@@ -128,7 +128,7 @@ class ResidualUnit(nn.Module):
 def residual_units(
     ctx: BuildContext,
     channels: int,
-    activation: object,
+    activation: Any,
     kernel_size: int,
     dilations: Sequence[int],
     weight_norm: bool,

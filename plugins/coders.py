@@ -7,6 +7,11 @@ Contracts: `encoder` builds with `build(ctx, in_channels, out_channels)` and map
 Widths: with base width b and multipliers m₁…mₙ the encoder's blocks go b·[1, m₁, …, mₙ₋₁] ->
 b·[m₁, …, mₙ] (so the first block keeps b when m₁ = 1, as in seed 001); the decoder runs the same
 widths backwards.
+
+Seed 001's LyraCodec VAE (experiments/lyracodec_vae.json) is these components with the choices
+that give its 255,858,050 parameters exactly: no weight norm, SnakeBeta everywhere, encoder
+kernels 7 (input) and 3 (output), decoder kernels 3 (input) and 7 (output), and every block's
+residual units at the block's input width (decoder order "units_first", transposed upsampling).
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ def _widths(base: int, c_mults: Sequence[int]) -> list[int]:
     return [base * m for m in (1, *c_mults)]
 
 
-class ConvEncoder(nn.Module):
-    """input conv -> downsampling blocks -> output (act + conv)."""
+class ConvStack(nn.Module):
+    """input conv -> blocks -> output; `hop_length` is the blocks' total stride."""
 
     def __init__(self, input_conv: nn.Module, blocks: list[nn.Module], output: nn.Module, hop: int):
         super().__init__()
@@ -77,7 +82,11 @@ class WaveformOutput(nn.Module):
         return torch.tanh(y) if self.tanh else y
 
 
-class ConvDecoder(ConvEncoder):
+class ConvEncoder(ConvStack):
+    """input conv -> downsampling blocks -> act + output conv."""
+
+
+class ConvDecoder(ConvStack):
     """input conv -> upsampling blocks -> waveform output."""
 
 
