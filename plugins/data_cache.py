@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import attrs
 import numpy as np
+
 from lyra_plugins.audio_io import AudioReadError, load
 
 VERSION = 1

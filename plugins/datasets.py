@@ -24,12 +24,12 @@ import attrs
 import numpy as np
 import soundfile as sf
 import torch
-from lyra_plugins.audio_io import AUDIO_EXTENSIONS
-from lyra_plugins.data_cache import AudioCache, default_cache_root, segment_mean_square
-from lyra_plugins.synth import SynthParams, render
 from torch.utils.data import Dataset
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
+from lyra_plugins.audio_io import AUDIO_EXTENSIONS
+from lyra_plugins.data_cache import AudioCache, default_cache_root, segment_mean_square
+from lyra_plugins.synth import SynthParams, render
 
 log = logging.getLogger("lyra.data")
 

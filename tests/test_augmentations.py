@@ -7,6 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.signal import lfilter
+
+from lyra_core import BuildContext, LyraError, SpecError
+from lyra_core.interfaces import Augmentation
+from lyra_core.spec import structure
+from lyra_core.testing import check_component
 from lyra_plugins.augmentations import (
     AddNoiseSpec,
     DequantizeSpec,
@@ -17,12 +23,6 @@ from lyra_plugins.augmentations import (
     RandomCropSpec,
     allpass_impulse_response,
 )
-from scipy.signal import lfilter
-
-from lyra_core import BuildContext, LyraError, SpecError
-from lyra_core.interfaces import Augmentation
-from lyra_core.spec import structure
-from lyra_core.testing import check_component
 
 RATE = 16000
 NAMES = [

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from lyra_plugins.datasets import SyntheticSpec
 
 from lyra_core import BuildContext
 from lyra_core.cli import main
 from lyra_core.loader import load_spec
+from lyra_plugins.datasets import SyntheticSpec
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_SPEC = REPO / "experiments" / "lyracodec_vae.json"

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from lyra_plugins import audio_io
-from lyra_plugins.data_cache import BLOCK, AudioCache, block_energy, segment_mean_square
-from lyra_plugins.datasets import AudioFolderSpec, SyntheticSpec, unit_hash
 from torch.utils.data import DataLoader
 
 from lyra_core import BuildContext, LyraError, SpecError
 from lyra_core.spec import structure
 from lyra_core.testing import check_component
+from lyra_plugins import audio_io
+from lyra_plugins.data_cache import BLOCK, AudioCache, block_energy, segment_mean_square
+from lyra_plugins.datasets import AudioFolderSpec, SyntheticSpec, unit_hash
 
 RATE = 8000
 SEGMENT = 2048
