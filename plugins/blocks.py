@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 import attrs
 import torch
-from lyra_plugins.activations import SnakeSpec
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from lyra_core import Activation, BuildContext, BuildError, hookimpl, param
+from lyra_plugins.activations import SnakeSpec
 
 
 def positive(_: object, a: attrs.Attribute, value: int) -> None:

@@ -21,6 +21,9 @@ from collections.abc import Sequence
 
 import attrs
 import torch
+from torch import nn
+
+from lyra_core import Activation, Block, BuildContext, hookimpl, param
 from lyra_plugins.activations import SnakeSpec
 from lyra_plugins.blocks import (
     DecoderBlockSpec,
@@ -30,9 +33,6 @@ from lyra_plugins.blocks import (
     positive,
     positive_ints,
 )
-from torch import nn
-
-from lyra_core import Activation, Block, BuildContext, hookimpl, param
 
 
 def _check_lengths(spec: ConvEncoderSpec | ConvDecoderSpec) -> None:
