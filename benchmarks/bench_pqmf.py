@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from lyra_plugins.filterbanks import PQMF
 
 SHAPE = (4, 1, 65536)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from lyra_plugins.activations import snake, snake_fused
 
 SHAPE = (4, 512, 16384)

@@ -54,8 +54,10 @@ class _Kernels:
     @classmethod
     def run(cls, name: str, *args: torch.Tensor) -> Any:
         eager = cls.eager[name]
-        if cls.failure is not None or torch.compiler.is_compiling():
-            return eager(*args)  # inside a user's torch.compile, dynamo traces the plain kernels
+        # Inside a user's torch.compile dynamo traces the plain kernels; meta tensors (shape
+        # inference) have nothing to compile for.
+        if cls.failure is not None or torch.compiler.is_compiling() or args[0].is_meta:
+            return eager(*args)
         if name not in cls.compiled:
             cls.compiled[name] = torch.compile(
                 eager, backend=cls.backend, dynamic=True, fullgraph=True

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import signal
+
+from lyra_core import BuildContext, LyraError
 from lyra_plugins.filterbanks import (
     PQMFSpec,
     kaiser_lowpass,
@@ -14,9 +17,6 @@ from lyra_plugins.filterbanks import (
     pqmf_bank,
     pqmf_prototype,
 )
-from scipy import signal
-
-from lyra_core import BuildContext, LyraError
 
 BANDS = [2, 4, 8, 16, 32]
 SAMPLE_RATE = 44100

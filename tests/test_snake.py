@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
-from lyra_plugins.activations import _Kernels, snake, snake_fused
 
 from lyra_core import BuildContext, SpecError
 from lyra_core.loader import validate_data
+from lyra_plugins.activations import _Kernels, snake, snake_fused
 
 
 def build(registry, name: str, channels: int = 8, **fields) -> torch.nn.Module:
@@ -143,6 +143,17 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(fresh_kernels):
         y.sum().backward()
         torch.testing.assert_close(snake_fused(x, alpha), snake(x, alpha))
     assert x.grad is not None and alpha.grad is not None
+
+
+def test_meta_tensors_infer_shapes_without_compiling(fresh_kernels):
+    x = torch.empty(2, 4, 32, device="meta", requires_grad=True)
+    alpha = torch.empty(1, 4, 1, device="meta", requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = snake_fused(x, alpha)
+        y.sum().backward()
+    assert y.shape == x.shape and alpha.grad.shape == alpha.shape
+    assert fresh_kernels.compiled == {} and fresh_kernels.failure is None
 
 
 def test_shapes_it_does_not_handle_take_the_eager_formula():
