@@ -28,6 +28,7 @@ from typing import IO, Any
 import attrs
 import numpy as np
 
+from lyra_core import LyraError
 from lyra_plugins.audio_io import AudioReadError, load
 
 VERSION = 1
@@ -134,22 +135,35 @@ class AudioCache:
 
     def prepare(self, source: Path) -> Entry:
         """The entry for `source`, decoding and writing it first when the index has none."""
-        entry = self.lookup(source)
+        try:
+            entry = self.lookup(source)
+            st = source.stat()
+        except OSError as exc:  # vanished or unreadable since the folder was listed
+            return Entry(str(source), -1, -1, error=f"cannot read: {exc.strerror or exc}")
         if entry is not None:
             return entry
-        st = source.stat()
-        audio_path, energy_path, meta_path = self._paths(source)
-        self.dir.mkdir(parents=True, exist_ok=True)
         try:
             audio = load(source, self.sample_rate, self.channels)
             entry = Entry(str(source), st.st_size, st.st_mtime_ns, audio.shape[1], decoded=True)
         except AudioReadError as exc:
             entry = Entry(str(source), st.st_size, st.st_mtime_ns, error=str(exc), decoded=True)
-        else:
-            _atomic_write(audio_path, lambda f: np.save(f, audio))
-            _atomic_write(energy_path, lambda f: np.save(f, block_energy(audio)))
+            audio = None
+        except OSError as exc:
+            entry = Entry(str(source), st.st_size, st.st_mtime_ns, error=f"cannot read: {exc}")
+            return entry  # maybe passing (permissions, a network drive): not recorded
+        audio_path, energy_path, meta_path = self._paths(source)
         meta = attrs.asdict(entry, filter=lambda a, _: a.name != "decoded")
-        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if audio is not None:
+                _atomic_write(audio_path, lambda f: np.save(f, audio))
+                _atomic_write(energy_path, lambda f: np.save(f, block_energy(audio)))
+            _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        except OSError as exc:
+            raise LyraError(
+                f"cannot write the audio cache in {self.dir}: {exc}; free some space or choose "
+                f"another place with the dataset's cache_dir or $LYRA_CACHE_DIR"
+            ) from exc
         return entry
 
     def audio(self, source: Path) -> np.ndarray:

@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +33,7 @@ from lyra_plugins.data_cache import AudioCache, default_cache_root, segment_mean
 from lyra_plugins.synth import SynthParams, render
 
 log = logging.getLogger("lyra.data")
+OPEN_MAPS = 256  # memory-mapped files a dataset keeps open at once
 
 Split = Literal["train", "validation"]
 SPLITS = ("train", "validation")
@@ -116,28 +118,37 @@ class FolderDataset(Dataset):
         segments: Sequence[tuple[int, int]],
         length: int,
         peak: float | None,
+        open_maps: int = OPEN_MAPS,
     ):
         self.cache, self.files, self.length, self.peak = cache, list(files), length, peak
+        self.open_maps = open_maps
         self.segments = np.asarray(segments, dtype=np.int64).reshape(-1, 2)
-        self._maps: dict[int, np.ndarray] = {}
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict:  # DataLoader workers reopen the memory maps themselves
-        return {**self.__dict__, "_maps": {}}
+        return {**self.__dict__, "_maps": OrderedDict()}
 
     def __len__(self) -> int:
         return len(self.segments)
 
     def _audio(self, number: int) -> np.ndarray:
-        if number not in self._maps:
-            source = self.files[number].path
-            try:
-                self._maps[number] = self.cache.audio(source)
-            except (OSError, ValueError):  # the cache was cleared under us: prepare it again
-                entry = self.cache.prepare(source)
-                if entry.error is not None:
-                    raise LyraError(f"{source}: no longer usable: {entry.error}") from None
-                self._maps[number] = self.cache.audio(source)
-        return self._maps[number]
+        """The memory map of file `number`; the least recently used are closed past a limit
+        (each open map holds a file descriptor)."""
+        if number in self._maps:
+            self._maps.move_to_end(number)
+            return self._maps[number]
+        source = self.files[number].path
+        try:
+            audio = self.cache.audio(source)
+        except (OSError, ValueError):  # the cache was cleared under us: prepare it again
+            entry = self.cache.prepare(source)
+            if entry.error is not None:
+                raise LyraError(f"{source}: no longer usable: {entry.error}") from None
+            audio = self.cache.audio(source)
+        self._maps[number] = audio
+        if len(self._maps) > self.open_maps:
+            self._maps.popitem(last=False)
+        return audio
 
     def __getitem__(self, index: int) -> torch.Tensor:
         number, start = self.segments[index]
@@ -164,7 +175,10 @@ def _example_folder() -> str:
 
 @attrs.frozen(kw_only=True)
 class AudioFolderSpec:
-    """Every audio file under some folders, cached once decoded, cut into fixed-length segments."""
+    """Every audio file under some folders, cached once decoded, cut into fixed-length segments.
+
+    Hidden files and folders (names starting with '.') are ignored.
+    """
 
     paths: tuple[str, ...] = param(
         doc="folders searched recursively (or single files); relative to the working directory"
@@ -220,8 +234,15 @@ class AudioFolderSpec:
                 continue
             if not root.is_dir():
                 raise LyraError(f"audio_folder: no such folder or file: {raw}")
+            seen: set[str] = set()  # real folders walked, so a symlink loop ends
             for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                seen.add(os.path.realpath(dirpath))
+                dirnames[:] = sorted(
+                    d
+                    for d in dirnames
+                    if not d.startswith(".")
+                    and os.path.realpath(os.path.join(dirpath, d)) not in seen
+                )
                 for name in sorted(filenames):
                     path = Path(dirpath) / name
                     if path.suffix.lower() in wanted and not name.startswith("."):
@@ -285,10 +306,11 @@ class AudioFolderSpec:
     ) -> dict[str, list[tuple[int, int]]]:
         fraction = self.validation_fraction
         by_file = [unit_hash(f.relative) < fraction for f in files]
+        file_split = any(by_file)
         segments: dict[str, list[tuple[int, int]]] = {"train": [], "validation": []}
         for number, (file, file_starts) in enumerate(zip(files, starts, strict=True)):
             for start in file_starts.tolist():
-                if any(by_file):  # the normal case: whole files go to one split
+                if file_split:  # the normal case: whole files go to one split
                     held_out = by_file[number]
                 else:  # too few files for a file-level split: hold out segments instead
                     held_out = unit_hash(file.relative, start) < fraction

@@ -19,7 +19,7 @@ from lyra_core.spec import structure
 from lyra_core.testing import check_component
 from lyra_plugins import audio_io
 from lyra_plugins.data_cache import BLOCK, AudioCache, block_energy, segment_mean_square
-from lyra_plugins.datasets import AudioFolderSpec, SyntheticSpec, unit_hash
+from lyra_plugins.datasets import AudioFolderSpec, FolderDataset, SyntheticSpec, unit_hash
 
 RATE = 8000
 SEGMENT = 2048
@@ -87,7 +87,7 @@ def test_synthetic_audio_is_tonal_stereo_and_has_transients(lyra_registry):
     hits = SyntheticSpec(train_examples=2, notes_per_second=0.0, hits_per_second=8.0)
     x = hits.build(ctx, "train")[1].mean(0)
     frames = x[: 16384 // 256 * 256].reshape(-1, 256).pow(2).mean(1)
-    assert frames.max() > 100 * frames.median()
+    assert frames.max() > 20 * frames.median()  # steady noise would be within 2x
 
 
 def test_synthetic_rejects_bad_settings(lyra_registry):
@@ -486,3 +486,28 @@ def test_concurrent_preparation_by_two_processes_is_safe(lyra_registry, tmp_path
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs[0] == outputs[1] and outputs[0].strip()
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+
+
+def test_symlink_loops_end_and_open_files_stay_bounded(lyra_registry, tmp_path):
+    folder = tmp_path / "loop"
+    (folder / "inner").mkdir(parents=True)
+    for i in range(5):
+        sf.write(folder / "inner" / f"t{i}.wav", tone(0.3, freq=200.0 + 30 * i), RATE)
+    (folder / "inner" / "back").symlink_to(folder)  # loop/inner/back -> loop
+    spec = folder_spec(tmp_path, folder, validation_fraction=0)
+    assert [f.relative for f in spec.find_files()] == [f"inner/t{i}.wav" for i in range(5)]
+    ds = spec.build(ctx_for(lyra_registry), "train")
+    bounded = FolderDataset(ds.cache, ds.files, ds.segments.tolist(), SEGMENT, 0.95, open_maps=2)
+    for i in range(len(bounded)):
+        torch.testing.assert_close(bounded[i], ds[i])
+        assert len(bounded._maps) <= 2
+
+
+def test_a_cache_that_cannot_be_written_is_one_clear_error(lyra_registry, tmp_path):
+    sf.write(tmp_path / "a.wav", tone(1.0), RATE)
+    (tmp_path / "not_a_folder").write_text("a file where the cache should go")
+    spec = AudioFolderSpec(
+        paths=(str(tmp_path / "a.wav"),), cache_dir=str(tmp_path / "not_a_folder")
+    )
+    with pytest.raises(LyraError, match=r"cannot write the audio cache in .*not_a_folder"):
+        spec.build(ctx_for(lyra_registry), "train")
