@@ -1,8 +1,8 @@
 """Loss throughput: Lyra's MR-STFT loss beside auraloss's on [4, 1, 44100], and the mel loss.
 
 Run: `.venv/bin/pytest benchmarks/bench_losses.py` (CI: `--benchmark-disable`, one pass each).
-auraloss is the optional `[bench]` extra; its benchmarks skip without it. Every benchmark checks
-its result, so a disabled run is still a correctness run.
+Two threads, set by benchmarks/conftest.py. auraloss is the optional `[bench]` extra; its
+benchmarks skip without it. Every benchmark checks its result, so a disabled run still tests.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ HAS_AURALOSS = importlib.util.find_spec("auraloss") is not None
 needs_auraloss = pytest.mark.skipif(
     not HAS_AURALOSS, reason="auraloss not installed (pip install 'lyra-audio[bench]')"
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
