@@ -6,6 +6,11 @@ stereo WAV ≥ 20× real time; with a warm cache, the demo's data section (read 
 augmentations) delivering ≥ 10× the audio that a training step of experiments/snake_pqmf.json
 consumes (`test_demo_pipeline_vs_training_step`, which times both in one process).
 With `--benchmark-disable` (CI) the audio is shortened so that the file runs in seconds.
+
+On a machine shared with other busy processes, set `OMP_WAIT_POLICY=PASSIVE`: with the default
+(spinning) policy every small parallel op waits for a descheduled thread, which slows the
+augmentations (many small ops) by 10-20x and the training step much less, so the comparison
+would say more about the neighbours than about Lyra.
 """
 
 from __future__ import annotations

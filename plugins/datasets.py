@@ -162,7 +162,8 @@ class FolderDataset(Dataset):
 
 def _example_folder() -> str:
     """A tiny folder of synthetic WAV files that the contract tests build `audio_folder` from."""
-    folder = Path(tempfile.gettempdir()) / f"lyra-example-audio-{os.getuid()}"
+    user = getattr(os, "getuid", lambda: "user")()
+    folder = Path(tempfile.gettempdir()) / f"lyra-example-audio-{user}"
     if len(list(folder.glob("*.wav"))) < 3:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(3):
