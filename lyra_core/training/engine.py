@@ -295,7 +295,7 @@ class Trainer:
                     self.nonfinite += 1
                     if self.nonfinite >= t.max_nonfinite:
                         raise LyraError(
-                            f"step {self.step}: the loss or gradients were not finite for "
+                            f"step {self.step + 1}: the loss or gradients were not finite for "
                             f"{self.nonfinite} steps in a row (skipped); the last good checkpoint "
                             f"is {self.dir.last} — lower the learning rate or set "
                             "training.grad_clip"
