@@ -18,6 +18,7 @@ from lyra_core.errors import (
 from lyra_core.hookspecs import hookimpl
 from lyra_core.kinds import (
     Activation,
+    Adversarial,
     Augmentation,
     Block,
     Bottleneck,
@@ -43,6 +44,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "Activation",
+    "Adversarial",
     "Augmentation",
     "Block",
     "Bottleneck",

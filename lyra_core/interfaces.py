@@ -97,3 +97,33 @@ class AudioModel(nn.Module):
     def forward(self, x: torch.Tensor) -> ModelOutput:
         z, terms = self.encode(x)
         return ModelOutput(self.decode(z, x.shape[-1]), z, terms)
+
+
+@dataclass
+class Critique:
+    """One sub-discriminator's verdict on a batch: its feature maps and its logits."""
+
+    features: list[torch.Tensor]
+    logits: torch.Tensor
+
+
+class Discriminator(nn.Module):
+    """Judges [B, C, T] audio: `forward(x)` returns one `Critique` per sub-discriminator."""
+
+    def forward(self, x: torch.Tensor) -> list[Critique]:
+        raise NotImplementedError
+
+
+class AdversarialLoss(nn.Module):
+    """A GAN objective over critiques of real and generated audio (lists of `Critique`).
+
+    `discriminator_loss` trains the discriminator (None if this loss has no discriminator part,
+    e.g. feature matching); `generator_loss` trains the generator. Both are unweighted: the
+    trainer multiplies by the spec's `weight` (and schedule) exactly once.
+    """
+
+    def discriminator_loss(self, real: list[Critique], fake: list[Critique]) -> torch.Tensor | None:
+        return None
+
+    def generator_loss(self, real: list[Critique], fake: list[Critique]) -> torch.Tensor:
+        raise NotImplementedError

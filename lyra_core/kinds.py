@@ -70,6 +70,11 @@ CORE_KINDS: tuple[Kind, ...] = tuple(
             dict,
         ),
         ("loss", "build(ctx) -> module(output: ModelOutput, target) -> scalar", dict),
+        (
+            "adversarial",
+            "build(ctx) -> AdversarialLoss: discriminator_loss and generator_loss over critiques",
+            dict,
+        ),
         ("weight_schedule", "build(ctx) -> callable(step) -> weight (e.g. KL warm-up)", dict),
         (
             "dataset",
@@ -94,6 +99,7 @@ Filterbank = Ref["filterbank"]
 Discriminator = Ref["discriminator"]
 Augmentation = Ref["augmentation"]
 Loss = Ref["loss"]
+Adversarial = Ref["adversarial"]
 WeightSchedule = Ref["weight_schedule"]
 Dataset = Ref["dataset"]
 Optimizer = Ref["optimizer"]
