@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal
 
 import attrs
 
-from lyra_core.kinds import Augmentation, Dataset, Loss, Model, Optimizer, Scheduler, Tracker
+from lyra_core.kinds import (
+    Adversarial,
+    Augmentation,
+    Dataset,
+    Discriminator,
+    Loss,
+    Model,
+    Optimizer,
+    Scheduler,
+    Tracker,
+)
 from lyra_core.spec import param
 
 
@@ -28,6 +39,50 @@ class DataSpec:
     augmentations: tuple[Augmentation, ...] = param(
         (), doc="augmentations applied to each batch on the device, in this order"
     )
+
+
+@attrs.frozen(kw_only=True)
+class AdversarialSpec:
+    """A discriminator, its losses and its own optimizer (see `training.phases` for when)."""
+
+    discriminator: Discriminator = param(doc="the discriminator (e.g. combined mpd + mrsd)")
+    losses: tuple[Adversarial, ...] = param(
+        doc="adversarial objectives (hinge or lsgan) and feature matching, each with a weight"
+    )
+    optimizer: Optimizer | None = param(
+        None, doc="the discriminator's optimizer (none: the same settings as the generator's)"
+    )
+    scheduler: Scheduler | None = param(None, doc="the discriminator's learning-rate scheduler")
+
+
+@attrs.frozen(kw_only=True)
+class PhaseSpec:
+    """A stretch of training with its own losses, frozen modules and discriminator schedule."""
+
+    name: str = param("phase", doc="shown in logs and tracked as train/phase")
+    until: int | None = param(None, doc="the step this phase ends at (none: the end of training)")
+    loss_weights: dict[str, float] = param(
+        factory=dict,
+        doc="factors on the losses' weights by name, as logged (0 turns a loss off); "
+        "unnamed losses keep their weights",
+    )
+    adversarial: bool = param(
+        False, doc="the generator trains against the discriminator (adversarial losses on)"
+    )
+    discriminator_every: int = param(
+        0, doc="train the discriminator on every k-th batch (0: never; 1: D then G each batch)"
+    )
+    frozen: tuple[str, ...] = param(
+        (), doc="model submodules kept fixed in this phase, by name (e.g. 'encoder')"
+    )
+
+
+def _phases_in_order(_: object, __: attrs.Attribute, phases: tuple) -> None:
+    ends = [p.until for p in phases]
+    if None in ends[:-1]:
+        raise ValueError("only the last phase may run to the end (until: null)")
+    if any(b <= a for a, b in itertools.pairwise(ends) if b is not None):
+        raise ValueError(f"phases must end at increasing steps, got {ends}")
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +115,22 @@ class TrainingSpec:
     max_nonfinite: int = param(
         5, doc="consecutive non-finite steps (skipped) before the run stops", validator=_positive
     )
+    adversarial: AdversarialSpec | None = param(
+        None, doc="a discriminator and adversarial losses (none: reconstruction only)"
+    )
+    phases: tuple[PhaseSpec, ...] = param(
+        (),
+        doc="phases in order (none: one phase; with `adversarial`, D then G from step 0 as DAC)",
+        validator=_phases_in_order,
+    )
+
+    def __attrs_post_init__(self) -> None:
+        needs = [p.name for p in self.phases if p.adversarial or p.discriminator_every]
+        if needs and self.adversarial is None:
+            raise ValueError(
+                f"phase(s) {', '.join(needs)} use a discriminator, but training.adversarial "
+                "is not set"
+            )
 
 
 @attrs.frozen(kw_only=True)

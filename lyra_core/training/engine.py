@@ -29,6 +29,7 @@ from lyra_core.plugins import Plugins
 from lyra_core.tracking import SafeTracker, Tracker
 from lyra_core.training import distributed, validation
 from lyra_core.training.data import Position, batch_stream
+from lyra_core.training.phases import AdversarialPart, Phases
 from lyra_core.training.progress import Progress
 from lyra_core.training.rundir import RunDir
 
@@ -62,9 +63,12 @@ class WeightedLoss:
         return self.weight * (float(self.schedule(step)) if self.schedule else 1.0)
 
 
-def _loss_names(spec: ExperimentSpec, plugins: Plugins) -> list[str]:
-    names = [plugins.registry.name_of(s)[1] for s in spec.losses]
-    return [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+def _loss_names(specs: tuple, plugins: Plugins, taken: tuple[str, ...] = ()) -> list[str]:
+    """Each loss's registered name, suffixed with its index where a name repeats."""
+    names = [plugins.registry.name_of(s)[1] for s in specs]
+    return [
+        n if names.count(n) == 1 and n not in taken else f"{n}_{i}" for i, n in enumerate(names)
+    ]
 
 
 class Trainer:
@@ -98,7 +102,7 @@ class Trainer:
                 getattr(s, "weight", 1.0),
                 s.schedule.build(self.ctx) if getattr(s, "schedule", None) else None,
             )
-            for name, s in zip(_loss_names(spec, plugins), spec.losses, strict=True)
+            for name, s in zip(_loss_names(spec.losses, plugins), spec.losses, strict=True)
         ]
         if not self.losses:
             raise LyraError("$.losses: the spec has no losses to train with")
@@ -118,21 +122,32 @@ class Trainer:
         self.step, self.position = 0, Position()
         self.best: float | None = None
         self.nonfinite = 0
+        self.adversarial = None
+        names = [w.name for w in self.losses]
+        if t.adversarial:
+            adv_names = iter(_loss_names(t.adversarial.losses, plugins, tuple(names)))
+            self.adversarial = AdversarialPart(
+                t, self.ctx, self.dist.device, lambda _: next(adv_names), self._wrap
+            )
+            names += [name for name, *_ in self.adversarial.losses]
+        self.phases = Phases(t, names, model)
         if resume:
             self._restore(checkpoint.load(self.dir.last, map_location=self.dist.device))
         elif self.dist.rank:
             torch.manual_seed(spec.seed + self.dist.rank)  # the same init, per-rank noise
-        self.trained = model
-        if t.compile:
-            self.trained = torch.compile(model)
-        if self.dist.world > 1:
-            self.trained = nn.parallel.DistributedDataParallel(
-                self.trained,
-                device_ids=[self.dist.device] if self.dist.device.type == "cuda" else None,
-            )
+        self.trained = self._wrap(torch.compile(model) if t.compile else model)
         self.run = Run(spec, self.dir.path, model, self.dist.device, self.step)
         self.stop_signal: str | None = None
         self.data_seconds = 0.0
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        """DistributedDataParallel under torchrun; the module itself in one process."""
+        if self.dist.world == 1:
+            return module
+        cuda = self.dist.device.type == "cuda"
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[self.dist.device] if cuda else None
+        )
 
     # -- state -----------------------------------------------------------------------------
 
@@ -149,6 +164,7 @@ class Trainer:
             "data": {"epoch": self.position.epoch, "offset": self.position.offset},
             "best": self.best,
             "nonfinite": self.nonfinite,
+            "adversarial": self.adversarial.state_dict() if self.adversarial else None,
             "spec": self.dir.spec_text(),
             "plugins": self.plugins.versions(),
         }
@@ -163,6 +179,8 @@ class Trainer:
         self.aug_gen.set_state(state["augment_rng"])
         self.position = Position(**state["data"])
         self.step, self.best, self.nonfinite = state["step"], state["best"], state["nonfinite"]
+        if self.adversarial and state["adversarial"]:
+            self.adversarial.load_state_dict(state["adversarial"])
 
     def save(self, best: bool = False) -> None:
         if not self.dist.main:
@@ -181,8 +199,11 @@ class Trainer:
     def train_step(self, batches: Iterator[torch.Tensor], usable: int) -> dict[str, float] | None:
         """One optimizer step over `accumulate` batches; None if it was skipped (non-finite)."""
         t = self.spec.training
+        phase = self.phases.enter(self.step)
+        every = phase.discriminator_every
+        train_d = self.adversarial is not None and every > 0 and self.step % every == 0
         self.optimizer.zero_grad(set_to_none=True)
-        values: dict[str, float] = {}
+        values: dict[str, float] = {"phase": float(self.phases.current or 0)}
         finite = True
         for _ in range(t.accumulate):
             data_started = time.perf_counter()
@@ -191,10 +212,28 @@ class Trainer:
             for augment in self.augmentations:
                 x = augment(x, self.aug_gen)
             self.data_seconds += time.perf_counter() - data_started
+            weights = {
+                w.name: self.phases.factor(phase, w.name) * w.factor(self.step) for w in self.losses
+            }
             with self.autocast():
                 out = self.trained(x)
-                parts = {w.name: w.module(out, x).float() for w in self.losses}
-            total = sum(w.factor(self.step) * parts[w.name] for w in self.losses)
+                parts = {w.name: w.module(out, x).float() for w in self.losses if weights[w.name]}
+            if train_d:
+                d_loss = self.adversarial.discriminator_step(
+                    x, out.reconstruction, self.step, self.autocast
+                )
+                finite &= d_loss is not None
+                values["d_loss"] = values.get("d_loss", 0.0) + (d_loss or 0.0) / t.accumulate
+            if phase.adversarial:
+                with self.autocast():
+                    adv = self.adversarial.generator_terms(x, out.reconstruction)
+                for i, name in enumerate(adv):
+                    weights[name] = self.phases.factor(phase, name) * self.adversarial.weight(
+                        i, self.step
+                    )
+                parts |= adv
+            zero = torch.zeros((), device=self.dist.device)
+            total = sum((weights[name] * value for name, value in parts.items()), zero)
             finite &= bool(torch.isfinite(total))
             self.scaler.scale(total / t.accumulate).backward()
             for name, v in {**parts, "loss": total}.items():

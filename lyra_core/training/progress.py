@@ -50,7 +50,7 @@ class Progress:
             return
         rates = self.rates()
         eta = (self.total - step) / max(rates["perf/steps_per_s"], 1e-9)
-        losses = " ".join(f"{k} {v:.4g}" for k, v in values.items() if k not in ("lr",))
+        losses = " ".join(f"{k} {v:.4g}" for k, v in values.items() if k not in ("lr", "phase"))
         line = (
             f"step {step}/{self.total} {losses} | {rates['perf/steps_per_s']:.2f} steps/s "
             f"{rates['perf/audio_s_per_s']:.1f} audio-s/s ETA {_duration(eta)}"
