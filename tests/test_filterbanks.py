@@ -60,7 +60,7 @@ def test_identity_filterbank(registry):
     assert fb.analysis(x) is x and fb.synthesis(x) is x
 
 
-@pytest.mark.parametrize("bands", BANDS)
+@pytest.mark.parametrize("bands", [*BANDS, 64])
 def test_shapes_fold_channels_into_bands(registry, bands):
     fb = build(registry, bands=bands)
     x = torch.randn(2, 3, 64 * bands)
