@@ -107,6 +107,18 @@ def _problems(exc: BaseException, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(exc, KeyError):
         yield path, f"missing required field {exc}"
     elif isinstance(exc, LyraError | ValueError | TypeError):
-        yield path, str(exc)
+        field = _validated_field(exc)
+        yield (f"{path}.{field}" if field else path), str(exc)
     else:
         yield path, f"{type(exc).__name__}: {exc}"
+
+
+def _validated_field(exc: BaseException) -> str | None:
+    """The field whose attrs validator raised `exc` (validators get the `Attribute`), if any."""
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in tb.tb_frame.f_locals.values():
+            if isinstance(value, attrs.Attribute):
+                return value.name
+        tb = tb.tb_next
+    return None

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from lyra_plugins.bottlenecks import RealNVPSpec, gaussian_kl
-from lyra_plugins.flows import RealNVP
 from torch.distributions import Normal, kl_divergence
 
 from lyra_core import BuildContext, LyraError, SpecError
 from lyra_core.spec import structure
 from lyra_core.testing import check_component
+from lyra_plugins.bottlenecks import RealNVPSpec, gaussian_kl
+from lyra_plugins.flows import RealNVP
 
 NAMES = ["gaussian", "deterministic", "single_vector", "realnvp"]
 
@@ -377,9 +377,13 @@ def test_wrong_feature_width_is_a_clear_error(registry):
 @pytest.mark.parametrize(
     ("data", "path", "message"),
     [
-        ({"depth": 0}, "$", "depth must be at least 1, got 0"),
-        ({"logvar_clamp": [5, -5]}, "$", "logvar_clamp must be [low, high] with low < high"),
-        ({"max_log_scale": 0}, "$", "max_log_scale must be positive"),
+        ({"depth": 0}, "$.depth", "depth must be at least 1, got 0"),
+        (
+            {"logvar_clamp": [5, -5]},
+            "$.logvar_clamp",
+            "logvar_clamp must be [low, high] with low < high",
+        ),
+        ({"max_log_scale": 0}, "$.max_log_scale", "max_log_scale must be positive"),
         ({"prior": "glow"}, "$.prior", "glow"),
     ],
 )

@@ -95,7 +95,9 @@ def test_synthetic_rejects_bad_settings(lyra_registry):
         SyntheticSpec(notes_per_second=0.0, hits_per_second=0.0)
     with pytest.raises(ValueError, match="lowest_note"):
         SyntheticSpec(lowest_note=90.0, highest_note=40.0)
-    with pytest.raises(SpecError, match=r"\$: train_examples must be positive, got 0"):
+    with pytest.raises(
+        SpecError, match=r"\$\.train_examples: train_examples must be positive, got 0"
+    ):
         structure({"train_examples": 0}, SyntheticSpec, lyra_registry)
     with pytest.raises(LyraError, match="unknown data split 'test'"):
         SyntheticSpec().build(ctx_for(lyra_registry), "test")
@@ -377,7 +379,7 @@ def test_a_folder_too_small_for_a_file_split_holds_out_segments(lyra_registry, t
 
 
 def test_bad_folder_settings_are_spec_errors_with_paths(lyra_registry):
-    with pytest.raises(SpecError, match=r"\$: peak must be in \[1e-06, 1.0\], got 2.0"):
+    with pytest.raises(SpecError, match=r"\$\.peak: peak must be in \[1e-06, 1.0\], got 2.0"):
         structure({"paths": ["x"], "peak": 2.0}, AudioFolderSpec, lyra_registry)
     with pytest.raises(SpecError, match=r"\$\.paths: missing required field"):
         structure({}, AudioFolderSpec, lyra_registry)
