@@ -58,6 +58,7 @@ class _Kernels:
         # inference) have nothing to compile for.
         if cls.failure is not None or torch.compiler.is_compiling() or args[0].is_meta:
             return eager(*args)
+        args = tuple(a.detach() for a in args)  # plain tensors: Parameters would add a graph
         if name not in cls.compiled:
             cls.compiled[name] = torch.compile(
                 eager, backend=cls.backend, dynamic=True, fullgraph=True

@@ -87,6 +87,21 @@ def test_the_option_selects_the_implementation(registry):
     )
 
 
+def test_one_compile_serves_every_shape():
+    from torch._dynamo.utils import counters
+
+    def step(batch: int, channels: int, length: int) -> None:
+        x = torch.randn(batch, channels, length, requires_grad=True)
+        alpha = torch.rand(1, channels, 1, requires_grad=True)
+        torch.autograd.grad(snake_fused(x, alpha), (x, alpha), torch.ones_like(x))
+
+    step(2, 4, 50)
+    graphs = counters["stats"]["unique_graphs"]
+    step(3, 5, 77)
+    step(4, 16, 300)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
 def test_gradcheck_float64():
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
