@@ -157,6 +157,130 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loaded_model(args: argparse.Namespace):  # -> lyra_core.inference.LoadedModel
+    from lyra_core.inference import load_model
+
+    return load_model(args.run, _plugins(args), args.device, args.tracking_uri)
+
+
+def _chunking(args: argparse.Namespace):  # -> lyra_core.inference.Chunking
+    from lyra_core.inference import Chunking
+
+    return Chunking(args.chunk_seconds, args.context_seconds)
+
+
+def _audio_output(args: argparse.Namespace):  # -> lyra_core.inference.AudioOutput
+    from lyra_core.inference import AudioOutput
+
+    return AudioOutput(f".{args.format}", args.bits, not args.no_dither, args.rate)
+
+
+@command("encode")
+def _encode(args: argparse.Namespace) -> int:
+    from lyra_core.inference import encode_files
+
+    written = encode_files(_loaded_model(args), args.inputs, Path(args.output), _chunking(args))
+    print(f"wrote {len(written)} latent file(s) (.npy + .json) to {args.output}")
+    return 0
+
+
+@command("decode")
+def _decode(args: argparse.Namespace) -> int:
+    from lyra_core.inference import decode_files
+
+    loaded = _loaded_model(args)
+    out = Path(args.output)
+    written = decode_files(loaded, args.latents, out, _chunking(args), _audio_output(args))
+    print(f"wrote {len(written)} audio file(s) to {args.output}")
+    return 0
+
+
+@command("reconstruct")
+def _reconstruct(args: argparse.Namespace) -> int:
+    from lyra_core.inference import format_metrics, reconstruct_files
+
+    loaded = _loaded_model(args)
+    out = Path(args.output)
+    rows = reconstruct_files(loaded, args.inputs, out, _chunking(args), _audio_output(args))
+    print(format_metrics(rows))
+    print(f"wrote {len(rows)} reconstruction(s) to {args.output}")
+    return 0
+
+
+@command("sample")
+def _sample(args: argparse.Namespace) -> int:
+    from lyra_core.inference import sample_files
+
+    loaded, out = _loaded_model(args), Path(args.output)
+    written = sample_files(
+        loaded,
+        args.n,
+        args.seconds,
+        out,
+        _chunking(args),
+        _audio_output(args),
+        args.seed,
+        args.temperature,
+    )
+    print(f"wrote {len(written)} sample(s) to {args.output}")
+    return 0
+
+
+@command("interpolate")
+def _interpolate(args: argparse.Namespace) -> int:
+    from lyra_core.inference import interpolate_files
+
+    loaded, out = _loaded_model(args), Path(args.output)
+    written = interpolate_files(
+        loaded,
+        args.first,
+        args.second,
+        args.steps,
+        out,
+        _chunking(args),
+        _audio_output(args),
+        args.mode,
+    )
+    print(f"wrote {len(written)} file(s) to {args.output}")
+    return 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from lyra_core import export
+
+    loaded = _loaded_model(args)
+    if args.format == "onnx":
+        written = export.export_onnx(loaded, args.output)
+    else:
+        written = [export.export_torchscript(loaded, args.output)]
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def _inference_parser(sub, name: str, text: str, audio_out: bool = True) -> argparse.ArgumentParser:
+    """A subcommand that loads a trained model (--run), with the options they all share."""
+    p = sub.add_parser(name, help=text)
+    p.add_argument("--run", required=True, help="run directory, checkpoint file or MLflow run id")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda")
+    p.add_argument(
+        "--tracking-uri", help="MLflow store for a run id (default: $MLFLOW_TRACKING_URI)"
+    )
+    p.add_argument("--chunk-seconds", type=float, default=10.0, help="audio per chunk (default 10)")
+    p.add_argument(
+        "--context-seconds",
+        type=float,
+        default=0.5,
+        help="audio each chunk sees on both sides, crossfaded at seams (default 0.5)",
+    )
+    if audio_out:
+        p.add_argument("--format", choices=("wav", "flac"), default="wav", help="default: wav")
+        p.add_argument("--bits", choices=("16", "24", "float"), default="16", help="default: 16")
+        p.add_argument("--no-dither", action="store_true", help="no TPDF dither when quantising")
+        p.add_argument("--rate", type=int, help="resample the output to this rate (Hz)")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lyra", description="Train and use neural audio codecs.")
     parser.add_argument("--version", action="version", version=f"lyra {__version__}")
@@ -232,6 +356,36 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value"
         )
+
+    p = _inference_parser(sub, "encode", "audio files -> latents (.npy + .json sidecar)", False)
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files (any soundfile format)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p = _inference_parser(sub, "decode", "latents (.npy) -> audio files")
+    p.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy files from lyra encode")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p = _inference_parser(sub, "reconstruct", "encode + decode audio files, print distances")
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p = _inference_parser(sub, "sample", "decode draws from the bottleneck's prior")
+    p.add_argument("-n", type=int, default=1, help="how many samples (default: 1)")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument("--temperature", type=float, default=1.0, help="prior scale (default: 1)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p = _inference_parser(sub, "interpolate", "a path between two files' latents")
+    p.add_argument("first", metavar="A")
+    p.add_argument("second", metavar="B")
+    p.add_argument("--steps", type=int, default=5, help="points on the path, ends included")
+    p.add_argument(
+        "--mode",
+        choices=("auto", "linear", "slerp"),
+        default="auto",
+        help="auto: slerp for variational (Gaussian) latents, else linear",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p = _inference_parser(sub, "export", "a self-contained TorchScript (or ONNX) model", False)
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="e.g. model.ts")
     return parser
 
 

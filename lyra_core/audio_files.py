@@ -1,0 +1,128 @@
+"""Audio files for inference: read anything soundfile decodes, write WAV/FLAC at a chosen depth.
+
+Reading converts to the model's channel count (equal: kept; mono target: the mean; mono source:
+copied to every channel; anything else is an error) and resamples band-limited to its rate.
+Writing quantises float audio to 16 or 24 bits with TPDF dither (the sum of two independent
+uniform variables of ±½ LSB, so the error is signal-independent noise of ½ LSB RMS) or keeps
+32-bit float; it can resample to another rate first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from lyra_core.errors import LyraError
+
+BitDepth = Literal["16", "24", "float"]
+BIT_DEPTHS: tuple[str, ...] = ("16", "24", "float")
+FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+# A 64-zero-crossing Kaiser sinc (librosa/resampy's "kaiser_best" settings).
+RESAMPLE = {
+    "lowpass_filter_width": 64,
+    "rolloff": 0.9475937167399596,
+    "resampling_method": "sinc_interp_kaiser",
+    "beta": 14.769656459379492,
+}
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """[C, T] float32 at `rate` -> [C, T'] at `target`."""
+    if rate == target:
+        return audio
+    with torch.inference_mode():
+        out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, target, **RESAMPLE)
+    return out.numpy()
+
+
+def convert_channels(data: np.ndarray, channels: int, source: Path) -> np.ndarray:
+    """[T, N] -> [channels, T]."""
+    have = data.shape[1]
+    if have == channels:
+        return np.ascontiguousarray(data.T)
+    if channels == 1:
+        return data.mean(axis=1, dtype=np.float32)[None, :]
+    if have == 1:
+        return np.repeat(data.T, channels, axis=0)
+    raise LyraError(f"{source}: has {have} channels; the model takes {channels} (or mono)")
+
+
+def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
+    """The file as float32 [channels, T] at `sample_rate`; a LyraError if it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise LyraError(f"{path}: no such audio file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise LyraError(f"{path}: cannot decode audio: {exc}") from exc
+    if data.shape[0] == 0:
+        raise LyraError(f"{path}: has no audio frames")
+    if not np.isfinite(data).all():
+        raise LyraError(f"{path}: contains NaN or infinite samples")
+    audio = resample(convert_channels(data, channels, path), int(rate), sample_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def output_format(path: Path, bits: BitDepth) -> tuple[str, str]:
+    """soundfile's (format, subtype) for `path`'s extension and the bit depth."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise LyraError(f"{path}: unsupported output extension; use one of {', '.join(FORMATS)}")
+    if bits not in BIT_DEPTHS:
+        raise LyraError(f"bit depth {bits!r}: expected one of {', '.join(BIT_DEPTHS)}")
+    if bits == "float":
+        if fmt == "FLAC":
+            raise LyraError(f"{path}: FLAC stores integers only; use --bits 16 or 24, or .wav")
+        return fmt, "FLOAT"
+    return fmt, f"PCM_{bits}"
+
+
+def quantize(
+    audio: np.ndarray, bits: int, dither: bool = True, generator: np.random.Generator | None = None
+) -> np.ndarray:
+    """Float audio in [-1, 1) to integers of `bits` bits, TPDF-dithered unless `dither` is off."""
+    scale = float(2 ** (bits - 1))
+    x = audio.astype(np.float64) * scale
+    if dither:
+        rng = generator or np.random.default_rng()
+        x += rng.uniform(-0.5, 0.5, x.shape) + rng.uniform(-0.5, 0.5, x.shape)
+    return np.clip(np.round(x), -scale, scale - 1).astype(np.int32)
+
+
+def write_audio(
+    path: str | Path,
+    audio: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    bits: BitDepth = "16",
+    dither: bool = True,
+    output_rate: int | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Write [C, T] float audio as WAV or FLAC (by extension); returns the path written."""
+    path = Path(path)
+    fmt, subtype = output_format(path, bits)
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().float().cpu().numpy()
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2:
+        raise LyraError(f"{path}: expected audio [channels, samples], got shape {audio.shape}")
+    if output_rate is not None and output_rate != sample_rate:
+        if output_rate <= 0:
+            raise LyraError(f"output rate must be positive, got {output_rate}")
+        audio, sample_rate = resample(audio, sample_rate, output_rate), output_rate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if bits == "float":
+        data: np.ndarray = audio.T
+    else:
+        ints = quantize(audio, int(bits), dither, np.random.default_rng(seed))
+        # soundfile writes the top bits of int32 samples: 24-bit values sit in bits 8..31.
+        data = (ints << (32 - int(bits))).T
+    sf.write(str(path), np.ascontiguousarray(data), sample_rate, subtype=subtype, format=fmt)
+    return path
