@@ -12,8 +12,8 @@ first call compiles for tens of seconds and is no faster without gradients.
 
 Long audio runs in chunks of `chunk` latent frames, each with `context` frames of real audio (or
 latent) on both sides that the model sees but whose output is discarded, except for a
-raised-cosine crossfade `context` frames wide centred on each seam. With a context at least the
-model's receptive field the chunked result equals the one-pass result.
+raised-cosine crossfade `context / 2` frames wide centred on each seam. When 3/4 of the context
+covers the model's receptive field, the chunked result equals the one-pass result.
 """
 
 from __future__ import annotations
@@ -257,14 +257,15 @@ def overlapped(
 ) -> torch.Tensor:
     """`fn` over x [B, C, frames·step_in] in chunks of `chunk` frames; -> [B, C', frames·step_out].
 
-    Each chunk sees `context` extra frames on both sides; outputs overlap by `context` frames
-    around each seam and are crossfaded there. The result stays on the CPU.
+    Each chunk sees `context` extra frames on both sides; neighbouring outputs are crossfaded
+    over `context / 2` frames centred on each seam, so 3/4 of the context is never heard. The
+    result stays on the CPU.
     """
     frames = x.shape[-1] // step_in
-    chunk, context = max(1, chunk), max(0, min(context, chunk))
+    chunk, context = max(1, chunk), max(0, context)
     if frames <= chunk + context:
         return fn(x.to(device)).cpu()
-    half = context // 2  # frames of crossfade on each side of a seam
+    half = context // 4  # frames of crossfade on each side of a seam
     ramp = crossfade(2 * half * step_out) if half else None
     out: torch.Tensor | None = None
     for start in range(0, frames, chunk):
