@@ -428,6 +428,9 @@ def test_write_depths_formats_and_rates(tmp_path):
     back, rate = sf.read(path, dtype="float64")
     assert sf.info(str(path)).subtype == "PCM_24" and rate == 8000
     assert np.abs(back - x[0]).max() <= 2.0 * 2.0**-23
+    path = write_audio(tmp_path / "d.wav", x, 8000, bits="16", seed=0)
+    error = np.abs(sf.read(path)[0] - x[0]).max() * 2**15
+    assert 0.5 < error <= 1.5  # dither ±1 LSB plus rounding ±½ LSB
     path = write_audio(tmp_path / "s.wav", x, 8000, bits="16", output_rate=16000)
     back, rate = sf.read(path)
     assert rate == 16000 and back.shape == (4000,) and sf.info(str(path)).subtype == "PCM_16"
