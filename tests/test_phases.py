@@ -18,7 +18,7 @@ from lyra_core.training import train
 from .test_training import TINY
 
 ADVERSARIAL = {
-    "discriminator": {"type": "mpd", "periods": [2, 3], "channels": [4, 8], "max_channels": 8},
+    "discriminator": {"type": "mpd", "periods": [2, 3], "channels": [4, 8, 8]},
     "losses": [{"type": "hinge"}, {"type": "feature_matching", "weight": 2.0}],
 }
 

@@ -256,7 +256,10 @@ class Trainer:
 
     def validate(self) -> dict[str, float]:
         t, d = self.spec.training, self.spec.data
-        loader = torch.utils.data.DataLoader(self.val_set, batch_size=d.batch_size)
+        # Its own generator: validating must not move the global RNG (exact resume).
+        loader = torch.utils.data.DataLoader(
+            self.val_set, batch_size=d.batch_size, generator=torch.Generator()
+        )
         batches = [b for _, b in zip(range(t.validation_batches), loader, strict=False)]
         if not batches:
             raise LyraError("the validation split is empty: the dataset gave no validation data")
