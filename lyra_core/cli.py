@@ -19,6 +19,7 @@ import attrs
 from lyra_core import __version__
 from lyra_core.errors import LyraError
 from lyra_core.loader import load_spec, resolved
+from lyra_core.perf import tune_allocator
 from lyra_core.plugins import Plugins, load_plugins
 from lyra_core.schema import experiment_schema
 from lyra_core.spec import field_doc, make_converter
@@ -392,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     try:
         return COMMANDS[args.command](args)
     except LyraError as exc:

@@ -36,8 +36,13 @@ def test_importing_core_loads_no_plugin():
 
 def test_importing_a_plugin_registers_nothing():
     import lyra_plugins.activations  # noqa: F401
-
     from lyra_core.plugins import load_plugins
 
     registry = load_plugins(disabled={"activations"}).registry
     assert registry.names("activation") == []
+
+
+def test_cli_keeps_freed_memory_for_reuse():
+    from lyra_core.perf import tune_allocator
+
+    assert tune_allocator()  # glibc accepted every mallopt setting
