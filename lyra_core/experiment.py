@@ -19,11 +19,7 @@ from lyra_core.kinds import (
     Tracker,
 )
 from lyra_core.spec import param
-
-
-def _positive(_: object, a: attrs.Attribute, value: float | int | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{a.name} must be positive, got {value}")
+from lyra_core.validators import positive
 
 
 @attrs.frozen(kw_only=True)
@@ -31,10 +27,10 @@ class DataSpec:
     """Where the audio comes from, its format, and how it is batched and augmented."""
 
     dataset: Dataset = param(doc="the dataset component")
-    sample_rate: int = param(44100, doc="sample rate the model works at (Hz)", validator=_positive)
-    channels: int = param(1, doc="audio channels the model works with", validator=_positive)
-    segment_length: int = param(32768, doc="samples per training example", validator=_positive)
-    batch_size: int = param(8, doc="examples per optimizer step", validator=_positive)
+    sample_rate: int = param(44100, doc="sample rate the model works at (Hz)", validator=positive)
+    channels: int = param(1, doc="audio channels the model works with", validator=positive)
+    segment_length: int = param(32768, doc="samples per training example", validator=positive)
+    batch_size: int = param(8, doc="examples per optimizer step", validator=positive)
     num_workers: int = param(0, doc="DataLoader worker processes")
     augmentations: tuple[Augmentation, ...] = param(
         (), doc="augmentations applied to each batch on the device, in this order"
@@ -89,21 +85,21 @@ def _phases_in_order(_: object, __: attrs.Attribute, phases: tuple) -> None:
 class TrainingSpec:
     """The optimisation loop: steps, optimizer, precision, checkpoints and validation."""
 
-    steps: int = param(1000, doc="optimizer steps to train for", validator=_positive)
+    steps: int = param(1000, doc="optimizer steps to train for", validator=positive)
     optimizer: Optimizer = param(doc="the generator's optimizer")
     scheduler: Scheduler | None = param(None, doc="learning-rate scheduler (none: constant)")
     precision: Literal["32", "bf16", "fp16"] = param(
         "32", doc="32: float32; bf16/fp16: autocast (fp16 with a GradScaler on CUDA)"
     )
     grad_clip: float | None = param(None, doc="clip the gradients' global norm to this value")
-    accumulate: int = param(1, doc="batches per optimizer step", validator=_positive)
+    accumulate: int = param(1, doc="batches per optimizer step", validator=positive)
     compile: bool = param(False, doc="run the model through torch.compile")
-    checkpoint_every: int = param(500, doc="steps between 'last' checkpoints", validator=_positive)
-    keep_checkpoints: int = param(3, doc="step checkpoints to keep", validator=_positive)
-    validate_every: int = param(500, doc="steps between validations", validator=_positive)
-    log_every: int = param(10, doc="steps between training-metric log lines", validator=_positive)
+    checkpoint_every: int = param(500, doc="steps between 'last' checkpoints", validator=positive)
+    keep_checkpoints: int = param(3, doc="step checkpoints to keep", validator=positive)
+    validate_every: int = param(500, doc="steps between validations", validator=positive)
+    log_every: int = param(10, doc="steps between training-metric log lines", validator=positive)
     validation_batches: int = param(
-        4, doc="validation batches averaged per validation", validator=_positive
+        4, doc="validation batches averaged per validation", validator=positive
     )
     validation_examples: int = param(
         2, doc="examples written as WAV and spectrogram PNG per validation"
@@ -113,7 +109,7 @@ class TrainingSpec:
     )
     best_mode: Literal["min", "max"] = param("min", doc="whether lower or higher is better")
     max_nonfinite: int = param(
-        5, doc="consecutive non-finite steps (skipped) before the run stops", validator=_positive
+        5, doc="consecutive non-finite steps (skipped) before the run stops", validator=positive
     )
     adversarial: AdversarialSpec | None = param(
         None, doc="a discriminator and adversarial losses (none: reconstruction only)"

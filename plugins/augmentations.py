@@ -17,16 +17,12 @@ import torchaudio.functional as AF
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Augmentation
+from lyra_core.validators import positive
 
 
 def _probability(_: object, a: attrs.Attribute, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{a.name} must be in [0, 1], got {value}")
-
-
-def _positive(_: object, a: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{a.name} must be positive, got {value}")
 
 
 def _ordered(low: str, high: str):
@@ -103,7 +99,7 @@ class RandomCrop(Augmentation):
 class RandomCropSpec:
     """Crop `length` samples at a uniform random offset (unchosen examples: from the start)."""
 
-    length: int = param(16384, doc="samples kept per example", validator=_positive)
+    length: int = param(16384, doc="samples kept per example", validator=positive)
     p: float = param(1.0, doc="probability of a random offset", validator=_probability)
 
     def build(self, ctx: BuildContext) -> Augmentation:
@@ -148,8 +144,8 @@ class PhaseMangle(PerExample):
 class PhaseMangleSpec:
     """RAVE's random phase mangling: a 2nd-order all-pass at a log-uniform frequency (|H| = 1)."""
 
-    min_frequency: float = param(20.0, doc="lowest all-pass frequency (Hz)", validator=_positive)
-    max_frequency: float = param(2000.0, doc="highest all-pass frequency (Hz)", validator=_positive)
+    min_frequency: float = param(20.0, doc="lowest all-pass frequency (Hz)", validator=positive)
+    max_frequency: float = param(2000.0, doc="highest all-pass frequency (Hz)", validator=positive)
     r: float = param(0.99, doc="pole radius, in (0, 0.999]")
     p: float = param(0.8, doc="probability per example", validator=_probability)
 
@@ -183,7 +179,7 @@ class Dequantize(PerExample):
 class DequantizeSpec:
     """Add uniform noise one quantisation step wide (±half a step) at `bits` bits."""
 
-    bits: int = param(16, doc="bit depth whose step sets the noise width", validator=_positive)
+    bits: int = param(16, doc="bit depth whose step sets the noise width", validator=positive)
     p: float = param(1.0, doc="probability per example", validator=_probability)
 
     def build(self, ctx: BuildContext) -> Augmentation:
@@ -274,9 +270,9 @@ class PitchShiftSpec:
     that, load longer segments and put random_crop after pitch_shift.
     """
 
-    semitones: float = param(2.0, doc="largest shift either way (semitones)", validator=_positive)
+    semitones: float = param(2.0, doc="largest shift either way (semitones)", validator=positive)
     max_denominator: int = param(
-        32, doc="ratios are fractions with at most this denominator", validator=_positive
+        32, doc="ratios are fractions with at most this denominator", validator=positive
     )
     p: float = param(0.5, doc="probability per example", validator=_probability)
 

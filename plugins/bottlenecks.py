@@ -25,6 +25,7 @@ from torch import nn
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Bottleneck
+from lyra_core.validators import positive
 
 from .flows import RealNVP
 
@@ -40,11 +41,6 @@ def _at_least(low: float):
             raise ValueError(f"{a.name} must be at least {low}, got {value}")
 
     return check
-
-
-def _positive(_: object, a: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{a.name} must be positive, got {value}")
 
 
 def _increasing(_: object, a: attrs.Attribute, value: tuple[float, float]) -> None:
@@ -391,7 +387,7 @@ class RealNVPSpec(SingleVectorSpec):
         128, doc="hidden width of each coupling layer's MLP", validator=_at_least(1)
     )
     max_log_scale: float = param(
-        2.0, doc="soft bound c on each layer's log-scale: s = c·tanh(s_raw/c)", validator=_positive
+        2.0, doc="soft bound c on each layer's log-scale: s = c·tanh(s_raw/c)", validator=positive
     )
     identity_init: bool = param(
         True, doc="zero each coupling net's last layer so the flows start as the identity"

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
+from lyra_core.validators import positive
 from lyra_plugins.audio_io import AUDIO_EXTENSIONS
 from lyra_plugins.data_cache import AudioCache, default_cache_root, segment_mean_square
 from lyra_plugins.synth import SynthParams, render
@@ -56,11 +57,6 @@ def _in_range(low: float, high: float):
             raise ValueError(f"{a.name} must be in [{low}, {high}], got {value}")
 
     return check
-
-
-def _positive(_: object, a: attrs.Attribute, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{a.name} must be positive, got {value}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +192,7 @@ class AudioFolderSpec:
     hop: int | None = param(
         None,
         doc="frames between segment starts (default: segment_length, no overlap)",
-        validator=_positive,
+        validator=positive,
     )
     silence_threshold_db: float | None = param(
         -40.0, doc="reject segments whose RMS is below this (dBFS); null keeps every segment"
@@ -210,7 +206,7 @@ class AudioFolderSpec:
         None, doc="where prepared audio is kept (default: $LYRA_CACHE_DIR or ~/.cache/lyra)"
     )
     workers: int | None = param(
-        None, doc="threads that prepare files (default: the CPU count)", validator=_positive
+        None, doc="threads that prepare files (default: the CPU count)", validator=positive
     )
 
     @classmethod
@@ -404,9 +400,9 @@ class SyntheticDataset(Dataset):
 class SyntheticSpec:
     """Instrument-like procedural audio (notes, chords, percussion, panning), rendered per seed."""
 
-    train_examples: int = param(4096, doc="examples in the train split", validator=_positive)
+    train_examples: int = param(4096, doc="examples in the train split", validator=positive)
     validation_examples: int = param(
-        64, doc="examples in the validation split (drawn from other seeds)", validator=_positive
+        64, doc="examples in the validation split (drawn from other seeds)", validator=positive
     )
     notes_per_second: float = param(
         3.0, doc="mean note/chord onsets per second", validator=_in_range(0.0, 1000.0)
@@ -416,7 +412,7 @@ class SyntheticSpec:
     )
     lowest_note: float = param(36.0, doc="lowest fundamental (MIDI note number)")
     highest_note: float = param(84.0, doc="highest fundamental (MIDI note number)")
-    max_partials: int = param(12, doc="partials per note at most", validator=_positive)
+    max_partials: int = param(12, doc="partials per note at most", validator=positive)
     hits_per_second: float = param(
         2.0, doc="mean percussive noise bursts per second", validator=_in_range(0.0, 1000.0)
     )

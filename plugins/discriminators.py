@@ -27,6 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 from lyra_core import Activation, BuildContext, BuildError, LyraError, hookimpl, param
 from lyra_core import Discriminator as DiscriminatorSlot
 from lyra_core.interfaces import Critique, Discriminator
+from lyra_core.validators import positive, positive_ints
 from lyra_plugins.activations import LeakyReLUSpec
 
 Norm = Literal["weight", "spectral", "none"]
@@ -39,18 +40,6 @@ def _leaky_relu() -> LeakyReLUSpec:
 
 
 # --- validators ----------------------------------------------------------------------------------
-
-
-def _positive(_: object, a: attrs.Attribute, value: int) -> None:
-    if not value > 0:
-        raise ValueError(f"{a.name} must be > 0, got {value}")
-
-
-def _positive_ints(_: object, a: attrs.Attribute, values: Sequence[int]) -> None:
-    if not values:
-        raise ValueError(f"{a.name} must not be empty")
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{a.name} must hold positive integers, got {list(values)}")
 
 
 def _odd(_: object, a: attrs.Attribute, value: int) -> None:
@@ -187,23 +176,23 @@ class MSDSpec:
         3,
         doc="sub-discriminators; each after the first sees the audio downsampled 2× again "
         "by AvgPool1d(4, 2, padding=2)",
-        validator=_positive,
+        validator=positive,
     )
     channels: tuple[int, ...] = param(
         (128, 128, 256, 512, 1024, 1024, 1024),
         doc="output width of each hidden conv (HiFi-GAN's MSD)",
-        validator=_positive_ints,
+        validator=positive_ints,
     )
     kernel_sizes: tuple[int, ...] = param(
         (15, 41, 41, 41, 41, 41, 5), doc="kernel of each hidden conv (odd)", validator=_odd_ints
     )
     strides: tuple[int, ...] = param(
-        (1, 2, 2, 4, 4, 1, 1), doc="stride of each hidden conv", validator=_positive_ints
+        (1, 2, 2, 4, 4, 1, 1), doc="stride of each hidden conv", validator=positive_ints
     )
     groups: tuple[int, ...] = param(
         (1, 4, 16, 16, 16, 16, 1),
         doc="groups of each hidden conv; must divide its input and output widths",
-        validator=_positive_ints,
+        validator=positive_ints,
     )
     norm: Norm = param("weight", doc=NORM_DOC)
     activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
@@ -280,19 +269,17 @@ class MPDSpec:
     """Multi-period waveform discriminator (HiFi-GAN, DAC): Conv2d stacks on period-folded audio."""
 
     periods: tuple[int, ...] = param(
-        (2, 3, 5, 7, 11), doc="one sub-discriminator per period", validator=_positive_ints
+        (2, 3, 5, 7, 11), doc="one sub-discriminator per period", validator=positive_ints
     )
     channels: tuple[int, ...] = param(
         (32, 128, 512, 1024, 1024),
         doc="output width of each hidden Conv2d; all but the last stride by `stride`",
-        validator=_positive_ints,
+        validator=positive_ints,
     )
     kernel_size: int = param(
         5, doc="kernel height (k, 1) of the hidden convs (odd)", validator=_odd
     )
-    stride: int = param(
-        3, doc="stride (s, 1) of the hidden convs but the last", validator=_positive
-    )
+    stride: int = param(3, doc="stride (s, 1) of the hidden convs but the last", validator=positive)
     norm: Norm = param("weight", doc=NORM_DOC)
     activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
 
@@ -384,7 +371,7 @@ class MRSDSpec:
     windows: tuple[int, ...] = param(
         (2048, 1024, 512),
         doc="STFT window (= FFT size) of each sub-discriminator; Hann",
-        validator=_positive_ints,
+        validator=positive_ints,
     )
     hop_factor: float = param(
         0.25,
@@ -396,11 +383,11 @@ class MRSDSpec:
         doc="band edges as fractions of the bins, from 0 to 1 (DAC's 5 bands)",
         validator=_band_edges,
     )
-    channels: int = param(32, doc="width of every conv in the band stacks", validator=_positive)
+    channels: int = param(32, doc="width of every conv in the band stacks", validator=positive)
     frequency_strides: tuple[int, ...] = param(
         (1, 2, 2, 2),
         doc="frequency stride of each (3, 9) conv of a band stack; a (3, 3) conv follows them",
-        validator=_positive_ints,
+        validator=positive_ints,
     )
     norm: Norm = param("weight", doc=NORM_DOC)
     activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)

@@ -23,28 +23,12 @@ from torchaudio.transforms import MelSpectrogram, Spectrogram
 
 from lyra_core import BuildContext, LyraError, WeightSchedule, hookimpl, param
 from lyra_core.interfaces import ModelOutput
+from lyra_core.validators import non_negative, positive, positive_ints
 
 Window = Literal["hann", "hamming", "blackman", "bartlett"]
 
 
 # --- validators ----------------------------------------------------------------------------------
-
-
-def _non_negative(_: object, a: attrs.Attribute, value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{a.name} must be >= 0, got {value}")
-
-
-def _positive(_: object, a: attrs.Attribute, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{a.name} must be > 0, got {value}")
-
-
-def _positive_ints(_: object, a: attrs.Attribute, values: Sequence[int]) -> None:
-    if not values:
-        raise ValueError(f"{a.name} must not be empty")
-    if any(v <= 0 for v in values):
-        raise ValueError(f"{a.name} must hold positive integers, got {list(values)}")
 
 
 def _same_lengths(spec: object, names: Sequence[str]) -> None:
@@ -62,7 +46,7 @@ class LossSpec:
     """The fields every built-in loss has; the trainer applies them, the loss never does."""
 
     weight: float = param(
-        1.0, doc="constant factor the trainer applies to this loss", validator=_non_negative
+        1.0, doc="constant factor the trainer applies to this loss", validator=non_negative
     )
     schedule: WeightSchedule | None = param(
         None, doc="weight schedule over steps, multiplied with weight (null: constant)"
@@ -148,20 +132,20 @@ class MultiResolutionSTFTSpec(LossSpec):
     """Multi-resolution STFT loss: spectral convergence + log-magnitude L1 (auraloss's defaults)."""
 
     fft_sizes: tuple[int, ...] = param(
-        (1024, 2048, 512), doc="FFT size per resolution", validator=_positive_ints
+        (1024, 2048, 512), doc="FFT size per resolution", validator=positive_ints
     )
     hop_sizes: tuple[int, ...] = param(
-        (120, 240, 50), doc="hop per resolution (samples)", validator=_positive_ints
+        (120, 240, 50), doc="hop per resolution (samples)", validator=positive_ints
     )
     win_lengths: tuple[int, ...] = param(
-        (600, 1200, 240), doc="window length per resolution", validator=_positive_ints
+        (600, 1200, 240), doc="window length per resolution", validator=positive_ints
     )
     window: Window = param("hann", doc="analysis window (periodic), zero-padded to the FFT size")
     sc_weight: float = param(1.0, doc="weight of the spectral convergence term")
     log_mag_weight: float = param(1.0, doc="weight of the log-magnitude L1 term")
     lin_mag_weight: float = param(0.0, doc="weight of the linear-magnitude L1 term")
     eps: float = param(
-        1e-8, doc="floor of the power |X|² before the square root", validator=_positive
+        1e-8, doc="floor of the power |X|² before the square root", validator=positive
     )
 
     def __attrs_post_init__(self) -> None:
@@ -226,15 +210,15 @@ class MelSpec(LossSpec):
     window_lengths: tuple[int, ...] = param(
         (32, 64, 128, 256, 512, 1024, 2048),
         doc="FFT/window size per scale; hop is a quarter",
-        validator=_positive_ints,
+        validator=positive_ints,
     )
     n_mels: tuple[int, ...] = param(
-        (5, 10, 20, 40, 80, 160, 320), doc="mel bands per scale", validator=_positive_ints
+        (5, 10, 20, 40, 80, 160, 320), doc="mel bands per scale", validator=positive_ints
     )
-    f_min: float = param(0.0, doc="lowest mel frequency (Hz)", validator=_non_negative)
+    f_min: float = param(0.0, doc="lowest mel frequency (Hz)", validator=non_negative)
     f_max: float | None = param(None, doc="highest mel frequency (Hz; null: sample_rate / 2)")
     clamp_eps: float = param(
-        1e-5, doc="floor of the mel magnitude before the log", validator=_positive
+        1e-5, doc="floor of the mel magnitude before the log", validator=positive
     )
     power: float = param(1.0, doc="exponent of the clamped mel before log10 (DAC: 1)")
     log_weight: float = param(1.0, doc="weight of the log-mel L1 term")
@@ -290,13 +274,13 @@ class MultiScaleSpectralSpec(LossSpec):
     scales: tuple[int, ...] = param(
         (2048, 1024, 512, 256, 128),
         doc="FFT/window sizes; hop is a quarter",
-        validator=_positive_ints,
+        validator=positive_ints,
     )
-    log_eps: float = param(1e-7, doc="ε added to magnitudes before the log", validator=_positive)
+    log_eps: float = param(1e-7, doc="ε added to magnitudes before the log", validator=positive)
     eps: float = param(
         1e-7,
         doc="added to the target's mean power (RAVE: none; keeps silence finite)",
-        validator=_non_negative,
+        validator=non_negative,
     )
 
     def build(self, ctx: BuildContext) -> nn.Module:

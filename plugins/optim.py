@@ -13,18 +13,14 @@ import attrs
 import torch
 
 from lyra_core import BuildContext, hookimpl, param
-
-
-def _positive(_: object, a: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"{a.name} must be positive, got {value}")
+from lyra_core.validators import positive
 
 
 @attrs.frozen(kw_only=True)
 class AdamSpec:
     """Adam."""
 
-    lr: float = param(1e-4, doc="learning rate", validator=_positive)
+    lr: float = param(1e-4, doc="learning rate", validator=positive)
     betas: tuple[float, float] = param((0.9, 0.999), doc="moment decay rates")
     eps: float = param(1e-8, doc="denominator epsilon")
     weight_decay: float = param(0.0, doc="L2 penalty (coupled, as torch's Adam)")
@@ -41,7 +37,7 @@ class AdamSpec:
 class AdamWSpec:
     """AdamW (decoupled weight decay)."""
 
-    lr: float = param(1e-4, doc="learning rate", validator=_positive)
+    lr: float = param(1e-4, doc="learning rate", validator=positive)
     betas: tuple[float, float] = param((0.8, 0.99), doc="moment decay rates (DAC's defaults)")
     eps: float = param(1e-8, doc="denominator epsilon")
     weight_decay: float = param(0.01, doc="decoupled weight decay")
@@ -70,7 +66,7 @@ class ConstantSpec:
 class ExponentialSpec:
     """Multiply the learning rate by `gamma` every step (DAC uses 0.999996)."""
 
-    gamma: float = param(0.999996, doc="decay per step", validator=_positive)
+    gamma: float = param(0.999996, doc="decay per step", validator=positive)
 
     def build(self, ctx: BuildContext, optimizer, steps: int):
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, self.gamma)
@@ -100,7 +96,7 @@ class CosineSpec:
 class LinearWarmupSpec:
     """Linear warm-up over `warmup_steps`, then constant."""
 
-    warmup_steps: int = param(1000, doc="steps to reach the base rate", validator=_positive)
+    warmup_steps: int = param(1000, doc="steps to reach the base rate", validator=positive)
 
     def build(self, ctx: BuildContext, optimizer, steps: int):
         return _lambda(optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps))
@@ -110,7 +106,7 @@ class LinearWarmupSpec:
 class InverseSpec:
     """Inverse square-root decay after warm-up (the Transformer schedule)."""
 
-    warmup_steps: int = param(1000, doc="steps of linear warm-up", validator=_positive)
+    warmup_steps: int = param(1000, doc="steps of linear warm-up", validator=positive)
 
     def build(self, ctx: BuildContext, optimizer, steps: int):
         w = self.warmup_steps

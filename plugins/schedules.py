@@ -13,18 +13,9 @@ from collections.abc import Callable
 import attrs
 
 from lyra_core import BuildContext, hookimpl, param
+from lyra_core.validators import non_negative, positive
 
 Schedule = Callable[[int], float]
-
-
-def _non_negative(_: object, a: attrs.Attribute, value: float | int) -> None:
-    if value < 0:
-        raise ValueError(f"{a.name} must be >= 0, got {value}")
-
-
-def _positive(_: object, a: attrs.Attribute, value: float | int) -> None:
-    if value <= 0:
-        raise ValueError(f"{a.name} must be > 0, got {value}")
 
 
 def _fraction(_: object, a: attrs.Attribute, value: float) -> None:
@@ -41,7 +32,7 @@ def _progress(step: int, start_step: int, end_step: int) -> float:
 class _RampSpec:
     """Shared fields of the schedules that go from `start` to `end` over a range of steps."""
 
-    start_step: int = param(0, doc="the step the ramp begins at", validator=_non_negative)
+    start_step: int = param(0, doc="the step the ramp begins at", validator=non_negative)
     end_step: int = param(10000, doc="the step the ramp reaches `end` at")
 
     def __attrs_post_init__(self) -> None:
@@ -82,8 +73,8 @@ class LogLinearSpec(_RampSpec):
     """Log-linear from `start` to `end`: RAVE's β warm-up, 1e-6 to 5e-2 over 20k steps."""
 
     end_step: int = param(20000, doc="the step the ramp reaches `end` at")
-    start: float = param(1e-6, doc="the weight up to start_step (> 0)", validator=_positive)
-    end: float = param(5e-2, doc="the weight from end_step on (> 0)", validator=_positive)
+    start: float = param(1e-6, doc="the weight up to start_step (> 0)", validator=positive)
+    end: float = param(5e-2, doc="the weight from end_step on (> 0)", validator=positive)
 
     def build(self, ctx: BuildContext) -> Schedule:
         log_start, log_end = math.log(self.start), math.log(self.end)
@@ -99,17 +90,17 @@ class LogLinearSpec(_RampSpec):
 class CyclicSpec:
     """Cyclical annealing (Fu et al. 2019): each period ramps from `start` to `end`, then holds."""
 
-    period: int = param(10000, doc="steps per cycle", validator=_positive)
+    period: int = param(10000, doc="steps per cycle", validator=positive)
     ramp_fraction: float = param(
         0.5, doc="fraction of each cycle spent ramping; the rest holds `end`", validator=_fraction
     )
     start: float = param(0.0, doc="the weight at the beginning of each cycle")
     end: float = param(1.0, doc="the weight at the end of each ramp")
-    start_step: int = param(0, doc="the step the first cycle begins at", validator=_non_negative)
+    start_step: int = param(0, doc="the step the first cycle begins at", validator=non_negative)
     cycles: int | None = param(
         None,
         doc="number of cycles, then `end` for good (null: cycle forever)",
-        validator=attrs.validators.optional(_positive),
+        validator=attrs.validators.optional(positive),
     )
 
     def build(self, ctx: BuildContext) -> Schedule:

@@ -104,10 +104,10 @@ def test_cyclic_start_step_and_a_finite_number_of_cycles(registry):
     [
         ({"type": "linear", "start_step": 10, "end_step": 10}, "must be greater than start_step"),
         ({"type": "linear", "start_step": -1}, "start_step must be >= 0"),
-        ({"type": "log_linear", "start": 0.0}, "start must be > 0"),
+        ({"type": "log_linear", "start": 0.0}, "start must be positive"),
         ({"type": "cyclic", "ramp_fraction": 0.0}, r"ramp_fraction must be in \(0, 1\]"),
-        ({"type": "cyclic", "period": 0}, "period must be > 0"),
-        ({"type": "cyclic", "cycles": 0}, "cycles must be > 0"),
+        ({"type": "cyclic", "period": 0}, "period must be positive"),
+        ({"type": "cyclic", "cycles": 0}, "cycles must be positive"),
         ({"type": "linear", "ends": 1.0}, "unexpected field 'ends'; did you mean 'end'"),
     ],
 )
