@@ -259,6 +259,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from lyra_core import bench
+
+    return bench.run(args)
+
+
 def _inference_parser(sub, name: str, text: str, audio_out: bool = True) -> argparse.ArgumentParser:
     """A subcommand that loads a trained model (--run), with the options they all share."""
     p = sub.add_parser(name, help=text)
@@ -387,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _inference_parser(sub, "export", "a self-contained TorchScript (or ONNX) model", False)
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="e.g. model.ts")
+    from lyra_core.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
