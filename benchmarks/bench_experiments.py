@@ -36,7 +36,7 @@ from lyra_core.training.rundir import RunDir
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_ENV = "LYRA_BENCH_SPECS"
 GPU_SIZED = ("lyracodec_",)  # name prefixes of the experiments sized for a GPU
-REDUCED = {"data.batch_size": 1, "data.segment_length": 16384, "training.precision": "32"}
+REDUCED = {"data.batch_size": 1, "data.segment_length": 8192, "training.precision": "32"}
 SMOKE = {"data.batch_size": 1, "data.segment_length": 4096}
 SMOKE_GPU_SIZED = {
     "model.encoder.base_channels": 8,

@@ -47,7 +47,7 @@ SHAPES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "filterbank": ((4, 1, 65536), (2, 1, 4096)),
     "bottleneck": ((8, 0, 256), (2, 0, 16)),
     "loss": ((4, 1, 44100), (2, 1, 8192)),
-    "discriminator": ((4, 1, 32768), (1, 1, 2048)),
+    "discriminator": ((2, 1, 16384), (1, 1, 2048)),
     "augmentation": ((8, 1, 32768), (2, 1, 16384)),
     "adversarial": ((4, 32, 1024), (2, 8, 128)),
 }
