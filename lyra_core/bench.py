@@ -10,6 +10,7 @@ benchmarks an experiment spec (bench_experiments.py, through LYRA_BENCH_SPECS).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -38,6 +39,7 @@ def benchmarks_dir(path: str | None = None) -> Path:
     return folder
 
 
+@functools.cache
 def _registry_module(folder: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         "lyra_bench_registry", folder / "bench_registry.py"
