@@ -348,8 +348,7 @@ class Trainer:
                 self.run.step = self.step
                 values = {k: self.dist.mean(v) for k, v in values.items()}
                 self.hook.lyra_on_step_end(run=self.run, step=self.step, metrics=values)
-                compute = time.perf_counter() - started - self.data_seconds
-                progress.update(self.step, values, compute)
+                progress.update(self.step, values, time.perf_counter() - started, self.data_seconds)
                 if self.step % t.log_every == 0 or self.step == t.steps:
                     self.tracker.log_metrics(
                         {f"train/{k}": v for k, v in values.items()} | progress.rates(), self.step

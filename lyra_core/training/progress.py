@@ -17,7 +17,12 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Tracks steps/s, audio seconds per second, and the share of time outside compute."""
+    """Tracks steps/s, audio seconds per second, and the share of step time spent on data.
+
+    `overhead_share` is the part of the training steps' wall time spent outside the model's
+    forward, backward and optimizer step (loading, moving and augmenting batches); validation
+    and checkpoints are not steps and count in steps/s only.
+    """
 
     def __init__(
         self,
@@ -32,7 +37,7 @@ class Progress:
         self.enabled, self.log, self.every = enabled, log, every
         self.tty = enabled and sys.stderr.isatty()
         self.began = time.perf_counter()
-        self.compute = 0.0
+        self.step_seconds = self.data_seconds = 0.0
         self.step = start
 
     def rates(self) -> dict[str, float]:
@@ -41,11 +46,13 @@ class Progress:
         return {
             "perf/steps_per_s": steps / elapsed,
             "perf/audio_s_per_s": steps * self.audio_per_step / elapsed,
-            "perf/overhead_share": max(0.0, 1 - self.compute / elapsed),
+            "perf/overhead_share": self.data_seconds / max(self.step_seconds, 1e-9),
         }
 
-    def update(self, step: int, values: dict[str, float], compute_seconds: float) -> None:
-        self.step, self.compute = step, self.compute + compute_seconds
+    def update(self, step: int, values: dict[str, float], seconds: float, data: float) -> None:
+        self.step = step
+        self.step_seconds += seconds
+        self.data_seconds += data
         if not self.enabled or not (self.tty or step % self.every == 0 or step == self.total):
             return
         rates = self.rates()
