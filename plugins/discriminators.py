@@ -14,6 +14,7 @@ image as well as each channel; it rejects audio with another channel count.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Literal
@@ -343,11 +344,15 @@ class BandedSpectrogramDiscriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> Critique:
         spectrum = self.spectrogram(x)
         features, outputs = [], []
-        for (lo, hi), stack in zip(self.bands, self.stacks, strict=True):
-            critique = stack(spectrum[..., lo:hi])
-            features.extend(critique.features)
-            outputs.append(critique.logits)
-        return Critique(features, self.post(torch.cat(outputs, dim=-1)))
+        # oneDNN's bf16 CPU convolution returns non-finite values when a kernel is wider than
+        # its input (narrow bands after the strides): on the CPU the band stacks stay float32.
+        cpu_autocast = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        with torch.autocast("cpu", enabled=False) if cpu_autocast else contextlib.nullcontext():
+            for (lo, hi), stack in zip(self.bands, self.stacks, strict=True):
+                critique = stack(spectrum[..., lo:hi])
+                features.extend(critique.features)
+                outputs.append(critique.logits)
+            return Critique(features, self.post(torch.cat(outputs, dim=-1)))
 
 
 class MultiResolutionSpectralDiscriminator(_Judge):
