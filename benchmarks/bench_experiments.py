@@ -117,6 +117,7 @@ class Experiment:
             "experiment": self.name,
             "batch": data.batch_size,
             "segment_length": data.segment_length,
+            "audio_seconds": round(self.audio_seconds, 4),
             "params": sum(p.numel() for p in self.trainer.model.parameters()),
         }
         return info | ({"reduced": self.changes} if self.changes else {})
