@@ -19,7 +19,6 @@ import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import optimize, signal
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Filterbank
@@ -29,6 +28,8 @@ MAX_BANDS = 64
 
 def kaiser_lowpass(cutoff: float, attenuation: float) -> np.ndarray:
     """Odd-length Kaiser-window lowpass, `cutoff` in rad/sample, transition width `cutoff`/π."""
+    from scipy import signal  # imported here: scipy.signal adds a second to every `lyra` start
+
     taps, beta = signal.kaiserord(attenuation, cutoff / np.pi)
     taps = 2 * (taps // 2) + 1
     return signal.firwin(taps, cutoff, window=("kaiser", beta), scale=False, fs=2 * np.pi)
@@ -43,6 +44,8 @@ def nyquist_residue(prototype: np.ndarray, bands: int) -> float:
 @functools.cache
 def pqmf_prototype(bands: int, attenuation: float) -> np.ndarray:
     """The prototype lowpass with the cutoff that minimises the Nyquist residue (cached)."""
+    from scipy import optimize
+
     result = optimize.minimize_scalar(
         lambda w: nyquist_residue(kaiser_lowpass(w, attenuation), bands),
         bounds=(0.5 / bands, np.pi / bands),
