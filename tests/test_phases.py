@@ -106,7 +106,9 @@ def test_loss_weights_per_phase(tmp_path):
 
 
 def test_bad_phases_are_spec_and_build_errors(tmp_path):
-    with pytest.raises(SpecError, match=r"\$\.training\.phases: phases must end at increasing steps"):
+    with pytest.raises(
+        SpecError, match=r"\$\.training\.phases: phases must end at increasing steps"
+    ):
         run_spec(tmp_path, {"phases": [{"until": 4}, {"until": 2}]})
     with pytest.raises(SpecError, match=r"training\.adversarial is not set"):
         run_spec(tmp_path, {"phases": [{"discriminator_every": 1}]}, name="b")
