@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# pytest collects test_*.py by default; the benchmark files are bench_*.py.
-COLLECT := -o "python_files=test_*.py bench_*.py"
 
 .PHONY: venv test lint demo bench bench-compare schema clean
 
@@ -22,17 +20,17 @@ lint: $(STAMP)
 
 # The whole suite, benchmarks included but untimed (--benchmark-disable runs each once).
 test: $(STAMP) lint
-	$(BIN)/pytest tests benchmarks $(COLLECT) --benchmark-disable -q -p no:cacheprovider
+	$(BIN)/pytest tests benchmarks --benchmark-disable -q -p no:cacheprovider
 
 demo: $(STAMP)
 	$(BIN)/lyra run experiments/snake_pqmf.json
 
 # Saves to .benchmarks/; `lyra bench --write README.md` then refreshes the README's table.
 bench: $(STAMP)
-	$(BIN)/pytest benchmarks $(COLLECT) --benchmark-only --benchmark-autosave -q
+	$(BIN)/pytest benchmarks --benchmark-only --benchmark-autosave -q
 
 bench-compare: $(STAMP)
-	$(BIN)/pytest benchmarks $(COLLECT) --benchmark-only --benchmark-compare \
+	$(BIN)/pytest benchmarks --benchmark-only --benchmark-compare \
 		--benchmark-compare-fail=median:10% -q
 
 schema: $(STAMP)
