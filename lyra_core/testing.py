@@ -14,6 +14,7 @@ required fields), round-trips it through cattrs, and validates it against the ge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -56,6 +57,26 @@ def check_component(
     built = spec.build(ctx, **registry.kind(kind).example())
     assert built is not None, f"{kind} '{name}'.build() returned None"
     return built
+
+
+def peak_allocated_bytes(fn: Callable[[], object]) -> int:
+    """Peak of live CPU tensor bytes allocated while `fn` runs (tensors alive before: not counted).
+
+    tracemalloc cannot see torch's allocator and RSS never goes down within a process, so this
+    replays the allocation and free events the torch profiler records (profile_memory=True) in
+    time order.
+    """
+    import torch  # here, so that loading this pytest plugin does not import torch
+
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
 
 
 @pytest.fixture(scope="session")

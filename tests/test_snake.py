@@ -9,6 +9,7 @@ import torch
 
 from lyra_core import BuildContext, SpecError
 from lyra_core.loader import validate_data
+from lyra_core.testing import peak_allocated_bytes
 from lyra_plugins.activations import _Kernels, snake, snake_fused
 
 
@@ -31,19 +32,6 @@ def forward_backward(module: torch.nn.Module, x: torch.Tensor, grad: torch.Tenso
     y = module(x)
     y.backward(grad)
     return y.detach(), x.grad, {n: p.grad.clone() for n, p in module.named_parameters()}
-
-
-def peak_allocated_bytes(fn) -> int:
-    """Peak of live CPU tensor bytes allocated inside `fn`, from the profiler's memory events."""
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
-        fn()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 @pytest.fixture
