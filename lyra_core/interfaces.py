@@ -57,6 +57,33 @@ class Bottleneck(nn.Module):
         raise NotImplementedError
 
 
+class QuantizingBottleneck(Bottleneck):
+    """A bottleneck with discrete codes (residual vector quantization and the like).
+
+    `quantize(h)` returns the dequantised latent [B, latent_channels, frames] (straight-through
+    gradients in training), the codes, one LongTensor [B, frames // stride] per codebook, and
+    named loss terms (e.g. `commitment`, `codebook`). `dequantize(codes)` maps codes back to the
+    latent, so `dequantize(quantize(h)[1]) == quantize(h)[0]` in eval. `encode` is `quantize`
+    without the codes. `frame_multiple` is what the frame count must be a multiple of (the
+    largest stride of a multi-scale quantizer); the model pads its input accordingly.
+    """
+
+    codebook_size: int
+    frame_multiple: int = 1
+
+    def quantize(
+        self, h: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def dequantize(self, codes: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        z, _, terms = self.quantize(h)
+        return z, terms
+
+
 class Augmentation(nn.Module):
     """A random transform of a [B, C, T] training batch, on the batch's device.
 

@@ -59,12 +59,18 @@ class Autoencoder(AudioModel):
         self.pad = pad
         self.bands = int(getattr(filterbank, "bands", 1)) if filterbank is not None else 1
         self.hop_length = self.bands * int(encoder.hop_length)
+        # frames must be a multiple of this: a multi-scale quantizer's largest stride, an
+        # attention window (SNAC pads to hop · lcm of the two)
+        self.frame_multiple = math.lcm(
+            *(int(getattr(m, "frame_multiple", 1)) for m in (encoder, bottleneck, decoder))
+        )
         self.default_length = default_length
 
     def padded_length(self, length: int) -> int:
         """The length the encoder's input is padded to: a multiple of bands·hop, or of bands."""
         if self.pad == "hop" or length <= self.hop_length:  # "bands": still at least one frame
-            return math.ceil(length / self.hop_length) * self.hop_length
+            unit = self.hop_length * self.frame_multiple
+            return math.ceil(length / unit) * unit
         return math.ceil(length / self.bands) * self.bands
 
     def frames(self, length: int) -> int:
