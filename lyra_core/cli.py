@@ -131,7 +131,9 @@ def _summary(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from lyra_core.training import train
 
-    reason = train(_plugins(args), args.spec, args.set, args.resume, args.device, args.run_dir)
+    reason = train(
+        _plugins(args), args.spec, args.set, args.resume, args.device, args.run_dir, args.init
+    )
     return 0 if reason == "completed" else 1
 
 
@@ -259,6 +261,26 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("import")
+def _import(args: argparse.Namespace) -> int:
+    from lyra_core.importing import import_checkpoint
+
+    config = None
+    if args.config:
+        text = Path(args.config).read_text() if Path(args.config).is_file() else args.config
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LyraError(f"--config: not a JSON object or JSON file ({exc})") from exc
+        if not isinstance(config, dict):
+            raise LyraError("--config: give a JSON object of the reference's arguments")
+    run = import_checkpoint(_plugins(args), args.reference, args.source, Path(args.output), config)
+    print(f"wrote {run.path}: spec.json and {run.last}")
+    print(f"use it: lyra reconstruct --run {run.path} FILE")
+    print(f"fine-tune it: lyra run {run.spec_file} --init {run.path}")
+    return 0
+
+
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
     from lyra_core import bench
@@ -321,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a spec value, e.g. training.steps=10",
     )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument(
+        "--init",
+        metavar="RUN",
+        help="start from the model weights of a run directory or checkpoint (fine-tuning, e.g. "
+        "the output of `lyra import`)",
+    )
     p.add_argument(
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
     )
@@ -394,6 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = _inference_parser(sub, "export", "a self-contained TorchScript (or ONNX) model", False)
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="e.g. model.ts")
+    p = sub.add_parser("import", help="a reference codec's checkpoint as a Lyra run directory")
+    p.add_argument(
+        "--from", dest="reference", required=True, help="importer name (lyra components importer)"
+    )
+    p.add_argument(
+        "source",
+        help="the reference's checkpoint (file or directory), or 'default' for the installed "
+        "package's model with random weights",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="run directory to write")
+    p.add_argument("--config", help="JSON object (or file) of the reference's constructor args")
     from lyra_core.bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)

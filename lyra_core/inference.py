@@ -40,7 +40,7 @@ from lyra_core.audio_files import BitDepth, read_audio, write_audio
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
-from lyra_core.interfaces import AudioModel, Bottleneck, ModelOutput
+from lyra_core.interfaces import AudioModel, Bottleneck, ModelOutput, QuantizingBottleneck
 from lyra_core.loader import validate_data
 from lyra_core.plugins import Plugins
 from lyra_core.training.distributed import pick_device
@@ -165,6 +165,14 @@ class LoadedModel:
         if found is None:
             raise LyraError(f"model '{self.name}': no single Bottleneck module to sample from")
         return found
+
+    @property
+    def quantizer(self) -> QuantizingBottleneck | None:
+        """The bottleneck if it has discrete codes (and the model exposes `features`)."""
+        found = find_bottleneck(self.model)
+        if isinstance(found, QuantizingBottleneck) and hasattr(self.model, "features"):
+            return found
+        return None
 
     @functools.cached_property
     def single_vector(self) -> bool:
@@ -307,12 +315,36 @@ class Chunking:
 def encode_audio(loaded: LoadedModel, audio: torch.Tensor, chunking: Chunking) -> torch.Tensor:
     """Audio [B, C, T] (CPU) -> latent [B, D, ceil(T/hop)], or [B, D] for single-vector models."""
     model, hop = loaded.model, loaded.hop_length
+    if loaded.quantizer is not None:
+        return encode_codes(loaded, audio, chunking)[0]
     if loaded.single_vector:
         return model.encode(audio.to(loaded.device))[0].cpu()
     frames = math.ceil(audio.shape[-1] / hop)
     x = torch.nn.functional.pad(audio, (0, frames * hop - audio.shape[-1]))
     chunk, context = chunking.frames(loaded)
     return overlapped(lambda s: model.encode(s)[0], x, hop, 1, chunk, context, loaded.device)
+
+
+@torch.inference_mode()
+def encode_codes(
+    loaded: LoadedModel, audio: torch.Tensor, chunking: Chunking
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Audio [B, C, T] -> (latent [B, D, ceil(T/hop)], codes) for a quantizing model.
+
+    The encoder's features are computed in chunks like any latent, then quantized in one pass,
+    so the latent is exactly the codes' dequantisation (a crossfade of quantized chunks is not).
+    Codes cover the frames padded to the quantizer's frame multiple.
+    """
+    quantizer, hop = loaded.quantizer, loaded.hop_length
+    assert quantizer is not None
+    frames = math.ceil(audio.shape[-1] / hop)
+    x = torch.nn.functional.pad(audio, (0, frames * hop - audio.shape[-1]))
+    chunk, context = chunking.frames(loaded)
+    h = overlapped(loaded.model.features, x, hop, 1, chunk, context, loaded.device)
+    h = h[..., :frames]
+    h = torch.nn.functional.pad(h, (0, -frames % quantizer.frame_multiple))
+    z, codes, _ = quantizer.quantize(h.to(loaded.device))
+    return z[..., :frames].cpu(), [c.cpu() for c in codes]
 
 
 @torch.inference_mode()
@@ -400,27 +432,70 @@ def load_input(loaded: LoadedModel, path: str | Path) -> torch.Tensor:
 def encode_files(
     loaded: LoadedModel, inputs: Sequence[str | Path], out_dir: Path, chunking: Chunking
 ) -> list[Path]:
-    """Write `<stem>.npy` (the latent [D, frames] or [D]) and a `<stem>.json` sidecar per file."""
+    """Write `<stem>.npy` (the latent [D, frames] or [D]) and a `<stem>.json` sidecar per file.
+
+    A quantizing model also writes `<stem>.codes.npz`: one int array [frames // stride] per
+    codebook (`level0`, `level1`, ...), which `lyra decode` takes in place of the latent.
+    """
     written = []
     for src, target in zip(inputs, _outputs(inputs, out_dir, ".npy"), strict=True):
         audio = load_input(loaded, src)
-        z = encode_audio(loaded, audio, chunking)[0]
         out_dir.mkdir(parents=True, exist_ok=True)
-        np.save(target, z.numpy().astype(np.float32))
         sidecar = {**loaded.describe(), "length": audio.shape[-1], "source": str(src)}
+        if loaded.quantizer is not None:
+            z, codes = encode_codes(loaded, audio, chunking)
+            z = z[0]
+            levels = {f"level{i}": c[0].numpy() for i, c in enumerate(codes)}
+            np.savez(codes_path(target), **levels)  # type: ignore[arg-type]
+            sidecar["codes_shape"] = [list(c.shape) for c in levels.values()]
+        else:
+            z = encode_audio(loaded, audio, chunking)[0]
+        np.save(target, z.numpy().astype(np.float32))
         sidecar["latent_shape"] = list(z.shape)
         target.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
         written.append(target)
     return written
 
 
-def read_latent(loaded: LoadedModel, path: str | Path) -> tuple[torch.Tensor, int | None]:
-    """A latent file as [1, ...] and the audio length its sidecar records (if any)."""
-    path = Path(path)
+def codes_path(latent: Path) -> Path:
+    return latent.with_name(latent.stem + ".codes.npz")
+
+
+def read_codes(loaded: LoadedModel, path: Path) -> torch.Tensor:
+    """A `.codes.npz` file (from `lyra encode`) dequantized to a latent [1, D, frames]."""
+    quantizer = loaded.quantizer
+    if quantizer is None:
+        raise LyraError(f"{path}: codes need a model with a quantizing bottleneck")
     try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise LyraError(f"{path}: not a readable .npy latent ({exc})") from exc
+        with np.load(path, allow_pickle=False) as data:
+            arrays = [data[f"level{i}"] for i in range(len(data.files))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise LyraError(f"{path}: not a readable codes file ({exc})") from exc
+    for i, a in enumerate(arrays):
+        if a.dtype.kind not in "iu" or a.ndim != 1 or a.size == 0:
+            raise LyraError(f"{path}: level{i} must be a 1-D integer array, got {a.shape}")
+        if a.min() < 0 or a.max() >= quantizer.codebook_size:
+            raise LyraError(f"{path}: level{i} has codes outside 0..{quantizer.codebook_size - 1}")
+    codes = [torch.from_numpy(a.astype(np.int64))[None].to(loaded.device) for a in arrays]
+    with torch.inference_mode():
+        try:
+            return quantizer.dequantize(codes).cpu()
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise LyraError(f"{path}: the codes do not fit this model's quantizer ({exc})") from exc
+
+
+def read_latent(loaded: LoadedModel, path: str | Path) -> tuple[torch.Tensor, int | None]:
+    """A latent (`.npy`) or codes (`.codes.npz`) file as [1, ...] and the audio length its
+    sidecar records (if any)."""
+    path = Path(path)
+    if path.name.endswith(".codes.npz"):
+        z = read_codes(loaded, path).numpy()[0]
+        path = path.with_name(path.name.removesuffix(".codes.npz") + ".npy")
+    else:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise LyraError(f"{path}: not a readable .npy latent ({exc})") from exc
     length = None
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():

@@ -7,6 +7,7 @@ object follows one of these base classes. Third-party components subclass them t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -153,4 +154,29 @@ class AdversarialLoss(nn.Module):
         return None
 
     def generator_loss(self, real: list[Critique], fake: list[Critique]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Importer:
+    """Turns a reference codec's checkpoint into a Lyra experiment spec and model weights.
+
+    `read(source)` returns the reference's configuration (JSON-able) and its state dict, from a
+    checkpoint path, or from the installed reference package for `source == "default"` (its
+    default configuration, random weights; `config` overrides its constructor's arguments).
+    `experiment(config)` is the Lyra experiment spec (JSON) that builds the same model and
+    trains it; `convert(state, config)` renames and reshapes the reference's weights into that
+    model's state dict. `lyra import` then loads them strictly: nothing missing, nothing left.
+    """
+
+    def read(
+        self, source: str, config: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def experiment(self, config: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def convert(
+        self, state: dict[str, torch.Tensor], config: dict[str, Any]
+    ) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -85,6 +85,11 @@ CORE_KINDS: tuple[Kind, ...] = tuple(
         ("scheduler", "build(ctx, optimizer, steps) -> learning-rate scheduler", _optimizer),
         ("model", "build(ctx) -> nn.Module with encode, decode and forward", dict),
         ("tracker", "build(ctx) -> experiment tracker (MLflow, none, ...)", dict),
+        (
+            "importer",
+            "build(ctx) -> Importer: a reference codec's checkpoint as a spec and weights",
+            dict,
+        ),
     ]
 )
 

@@ -77,7 +77,8 @@ class Autoencoder(AudioModel):
         """Latent frames for `length` input samples."""
         return self.padded_length(length) // self.hop_length
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output for audio [B, C, T]: what the bottleneck turns into a latent."""
         if x.dim() != 3 or x.shape[1] != self.channels or x.shape[-1] < 1:
             raise LyraError(
                 f"the model takes audio [batch, {self.channels}, samples], got {list(x.shape)}"
@@ -85,7 +86,10 @@ class Autoencoder(AudioModel):
         x = fit_length(x, self.padded_length(x.shape[-1]))
         if self.filterbank is not None:
             x = self.filterbank.analysis(x)
-        return self.bottleneck.encode(self.encoder(x))
+        return self.encoder(x)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.bottleneck.encode(self.features(x))
 
     def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """Audio [B, C, length] from a latent; `length` None: the decoder's own length."""
@@ -150,9 +154,16 @@ class AutoencoderSpec:
                 f"upsamples by {hops[1]} but the encoder downsamples by {hops[0]}: "
                 "the decoder's strides must multiply to the encoder's",
             )
-        return Autoencoder(
+        model = Autoencoder(
             filterbank, encoder, bottleneck, decoder, ctx.channels, self.pad, ctx.segment_length
         )
+        if self.pad == "bands" and model.frame_multiple > 1:
+            raise BuildError(
+                "model.pad",
+                f"'bands' lets the frame count be anything, but the encoder, bottleneck or "
+                f"decoder needs a multiple of {model.frame_multiple} frames: use pad 'hop'",
+            )
+        return model
 
 
 @hookimpl

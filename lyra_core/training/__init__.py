@@ -50,8 +50,12 @@ def train(
     resume: str | None = None,
     device: str = "auto",
     run_dir: str | None = None,
+    init: str | None = None,
 ) -> str:
-    """Train `spec_path` (or resume the run directory `resume`); returns how the run ended."""
+    """Train `spec_path` (or resume the run directory `resume`); returns how the run ended.
+
+    `init` (a run directory or checkpoint) gives a new run its starting model weights.
+    """
     overrides = overrides or []
     registry = plugins.registry
     if resume:
@@ -83,7 +87,9 @@ def train(
     tracker_spec = spec.tracking or registry.get("tracker", "mlflow").spec()
     ctx = BuildContext(registry=registry, sample_rate=spec.data.sample_rate, seed=spec.seed)
     tracker: Tracker = tracker_spec.build(ctx) if world.main else Tracker()
-    trainer = Trainer(spec, plugins, run, device, resume=bool(resume))
+    if init and resume:
+        raise LyraError("lyra run: --init starts a new run; --resume continues one: pick one")
+    trainer = Trainer(spec, plugins, run, device, resume=bool(resume), init=init)
     tags = {
         "lyra.version": __version__,
         "lyra.git_commit": _git_commit(),

@@ -79,6 +79,7 @@ class Trainer:
         run_dir: RunDir,
         device: str,
         resume: bool = False,
+        init: str | None = None,
     ):
         self.spec, self.plugins, self.dir = spec, plugins, run_dir
         self.dist = distributed.setup(device)
@@ -133,6 +134,8 @@ class Trainer:
         self.phases = Phases(t, names, model)
         if resume:
             self._restore(checkpoint.load(self.dir.last, map_location=self.dist.device))
+        elif init:
+            self._initialise(init)
         elif self.dist.rank:
             torch.manual_seed(spec.seed + self.dist.rank)  # the same init, per-rank noise
         self.trained = self._wrap(torch.compile(model) if t.compile else model)
@@ -168,6 +171,20 @@ class Trainer:
             "spec": self.dir.spec_text(),
             "plugins": self.plugins.versions(),
         }
+
+    def _initialise(self, source: str) -> None:
+        """Start from another checkpoint's model weights (fine-tuning, `lyra import`)."""
+        from lyra_core.inference import find_checkpoint
+
+        path = find_checkpoint(source)
+        state = checkpoint.load(path, map_location=self.dist.device)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as exc:
+            raise LyraError(
+                f"--init {source}: its weights do not fit this spec's model ({exc}); "
+                "initialise from a run of the same model spec"
+            ) from exc
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
