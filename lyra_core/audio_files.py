@@ -1,7 +1,17 @@
-"""Audio files for inference: read anything soundfile decodes, write WAV/FLAC at a chosen depth.
+"""Audio files: read anything soundfile decodes, write WAV/FLAC at a chosen depth.
 
-Reading converts to the model's channel count (equal: kept; mono target: the mean; mono source:
-copied to every channel; anything else is an error) and resamples band-limited to its rate.
+Training data (`audio_folder`) and inference read through the same functions. Channel rule
+(target `C` from a file's `N` channels):
+  - N == C: unchanged.
+  - C == 1: the mean of all N channels.
+  - N == 1: the mono channel copied to every output channel.
+  - C == 2, N == 6 (5.1 in WAV/SMPTE order L R C LFE Ls Rs): ITU-R BS.775 downmix,
+    L' = L + 0.707·C + 0.707·Ls and R' = R + 0.707·C + 0.707·Rs, LFE dropped, each divided by
+    2.414 (the sum of its coefficients) so nothing clips.
+  - C == 2, any other N > 2: even-numbered channels (0, 2, ...) averaged into left, odd ones into
+    right.
+  - anything else (e.g. stereo to 4 channels): an error.
+Resampling is band-limited (a 64-zero-crossing Kaiser sinc).
 Writing quantises float audio to 16 or 24 bits with TPDF dither (the sum of two independent
 uniform variables of ±½ LSB, so the error is signal-independent noise of ½ LSB RMS) or keeps
 32-bit float; it can resample to another rate first.
@@ -9,6 +19,7 @@ uniform variables of ±½ LSB, so the error is signal-independent noise of ½ LS
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -41,8 +52,28 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     return out.numpy()
 
 
-def convert_channels(data: np.ndarray, channels: int, source: Path) -> np.ndarray:
-    """[T, N] -> [channels, T]."""
+class AudioReadError(LyraError):
+    """A file that cannot be used; the message is the reason, without the path."""
+
+
+def decode(path: Path) -> tuple[np.ndarray, int]:
+    """The file's samples as float32 [frames, channels] and its sample rate."""
+    if path.stat().st_size == 0:
+        raise AudioReadError("empty file (0 bytes)")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioReadError(f"cannot decode: {exc}") from exc
+    if data.shape[0] == 0:
+        raise AudioReadError("no audio frames")
+    if not np.isfinite(data).all():
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise AudioReadError(f"{bad} NaN or infinite samples")
+    return data, int(rate)
+
+
+def convert_channels(data: np.ndarray, channels: int) -> np.ndarray:
+    """[frames, N] -> [channels, frames] by the rule in this module's docstring."""
     have = data.shape[1]
     if have == channels:
         return np.ascontiguousarray(data.T)
@@ -50,7 +81,14 @@ def convert_channels(data: np.ndarray, channels: int, source: Path) -> np.ndarra
         return data.mean(axis=1, dtype=np.float32)[None, :]
     if have == 1:
         return np.repeat(data.T, channels, axis=0)
-    raise LyraError(f"{source}: has {have} channels; the model takes {channels} (or mono)")
+    if channels == 2 and have == 6:
+        c = math.sqrt(0.5)
+        left = data[:, 0] + c * (data[:, 2] + data[:, 4])
+        right = data[:, 1] + c * (data[:, 2] + data[:, 5])
+        return (np.stack([left, right]) / np.float32(1.0 + 2.0 * c)).astype(np.float32)
+    if channels == 2 and have > 2:
+        return np.stack([data[:, 0::2].mean(axis=1), data[:, 1::2].mean(axis=1)]).astype(np.float32)
+    raise AudioReadError(f"cannot map {have} channels to {channels}")
 
 
 def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
@@ -59,14 +97,10 @@ def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
     if not path.is_file():
         raise LyraError(f"{path}: no such audio file")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise LyraError(f"{path}: cannot decode audio: {exc}") from exc
-    if data.shape[0] == 0:
-        raise LyraError(f"{path}: has no audio frames")
-    if not np.isfinite(data).all():
-        raise LyraError(f"{path}: contains NaN or infinite samples")
-    audio = resample(convert_channels(data, channels, path), int(rate), sample_rate)
+        data, rate = decode(path)
+        audio = resample(convert_channels(data, channels), rate, sample_rate)
+    except AudioReadError as exc:
+        raise LyraError(f"{path}: {exc}") from exc
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
