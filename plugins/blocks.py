@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import attrs
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
@@ -35,6 +36,23 @@ def positive_ints(_: object, a: attrs.Attribute, value: Sequence[int]) -> None:
         raise ValueError(f"{a.name} must be a non-empty list of positive integers, got {value}")
 
 
+DownPadding = Literal["symmetric", "asymmetric"]
+
+
+class AsymmetricConv1d(nn.Conv1d):
+    """A Conv1d that zero-pads (left, right) itself before convolving (cached_conv's padding)."""
+
+    def __init__(self, *args: Any, pad: tuple[int, int], **kwargs: Any):
+        super().__init__(*args, padding=0, **kwargs)
+        self.pad = pad
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.pad}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pad))
+
+
 def conv(
     in_channels: int,
     out_channels: int,
@@ -43,42 +61,78 @@ def conv(
     weight_norm: bool,
     stride: int = 1,
     dilation: int = 1,
-    padding: int | None = None,
+    padding: int | tuple[int, int] | None = None,
     transposed: bool = False,
     output_padding: int = 0,
+    groups: int = 1,
+    bias: bool = True,
 ) -> nn.Module:
-    """A Conv1d (or ConvTranspose1d), "same" padded by default, optionally weight-normalised."""
+    """A Conv1d (or ConvTranspose1d), "same" padded by default, optionally weight-normalised.
+
+    A (left, right) `padding` pads unevenly (`AsymmetricConv1d`, same parameters as a Conv1d).
+    """
     if padding is None:
         padding = dilation * (kernel_size - 1) // 2
     if transposed:
         layer: nn.Module = nn.ConvTranspose1d(
-            in_channels, out_channels, kernel_size, stride, padding, output_padding
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            int(padding),
+            output_padding,
+            groups=groups,
+            bias=bias,
+        )
+    elif isinstance(padding, tuple):
+        layer = AsymmetricConv1d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            pad=padding,
         )
     else:
-        layer = nn.Conv1d(in_channels, out_channels, kernel_size, stride, padding, dilation)
+        layer = nn.Conv1d(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
+        )
     return _weight_norm(layer) if weight_norm else layer
 
 
-def strided_conv(in_channels: int, out_channels: int, stride: int, weight_norm: bool) -> nn.Module:
-    """Downsample by `stride`: kernel 2·stride, padding ceil(stride/2) (stride 1: a k3 conv)."""
+def strided_conv(
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    weight_norm: bool,
+    padding: DownPadding = "symmetric",
+    bias: bool = True,
+) -> nn.Module:
+    """Downsample by `stride` with kernel 2·stride (stride 1: a k3 conv). Padding "symmetric":
+    ceil(stride/2) each side (DAC, SNAC); "asymmetric": stride−1 left, stride right (RAVE)."""
     if stride == 1:
-        return conv(in_channels, out_channels, 3, weight_norm=weight_norm)
+        return conv(in_channels, out_channels, 3, weight_norm=weight_norm, bias=bias)
+    pad = math.ceil(stride / 2) if padding == "symmetric" else (stride - 1, stride)
     return conv(
         in_channels,
         out_channels,
         2 * stride,
         stride=stride,
-        padding=math.ceil(stride / 2),
+        padding=pad,
         weight_norm=weight_norm,
+        bias=bias,
     )
 
 
 def transposed_conv(
-    in_channels: int, out_channels: int, stride: int, weight_norm: bool
+    in_channels: int, out_channels: int, stride: int, weight_norm: bool, bias: bool = True
 ) -> nn.Module:
-    """Upsample T -> T·stride: kernel 2·stride, padding ceil(stride/2), output padding stride%2."""
+    """Upsample T -> T·stride: kernel 2·stride, padding ceil(stride/2), output padding stride%2
+    (for even strides RAVE's padding stride//2 is the same)."""
     if stride == 1:
-        return conv(in_channels, out_channels, 3, weight_norm=weight_norm)
+        return conv(in_channels, out_channels, 3, weight_norm=weight_norm, bias=bias)
     return conv(
         in_channels,
         out_channels,
@@ -88,21 +142,37 @@ def transposed_conv(
         output_padding=stride % 2,
         transposed=True,
         weight_norm=weight_norm,
+        bias=bias,
     )
 
 
 class ResizeConv(nn.Sequential):
     """Nearest-neighbour upsampling by `stride`, then a "same" conv of kernel 2·stride + 1."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int, weight_norm: bool):
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int, weight_norm: bool, bias: bool = True
+    ):
         super().__init__(
             nn.Upsample(scale_factor=stride, mode="nearest"),
-            conv(in_channels, out_channels, 2 * stride + 1, weight_norm=weight_norm),
+            conv(in_channels, out_channels, 2 * stride + 1, weight_norm=weight_norm, bias=bias),
         )
 
 
+class NoiseInjection(nn.Module):
+    """x + n·linear(x) with n ~ N(0, 1) of shape [B, 1, T], drawn from torch's global generator
+    (seed it with torch.manual_seed for reproducible outputs); SNAC's NoiseBlock."""
+
+    def __init__(self, channels: int, weight_norm: bool):
+        super().__init__()
+        self.linear = conv(channels, channels, 1, weight_norm=weight_norm, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn((x.shape[0], 1, x.shape[-1]), device=x.device, dtype=x.dtype)
+        return x + noise * self.linear(x)
+
+
 class ResidualUnit(nn.Module):
-    """x + conv1(act(conv_d(act(x)))): a dilated conv and a pointwise conv, with the skip."""
+    """x + conv2(act(conv1(act(x)))): a dilated conv and a pointwise conv, with the skip."""
 
     def __init__(
         self,
@@ -112,28 +182,48 @@ class ResidualUnit(nn.Module):
         kernel_size: int,
         dilation: int,
         weight_norm: bool,
+        depthwise: bool = False,
+        bias: bool = True,
     ):
         super().__init__()
         self.act1 = activation.build(ctx, channels=channels)
         self.conv1 = conv(
-            channels, channels, kernel_size, dilation=dilation, weight_norm=weight_norm
+            channels,
+            channels,
+            kernel_size,
+            dilation=dilation,
+            weight_norm=weight_norm,
+            groups=channels if depthwise else 1,
+            bias=bias,
         )
         self.act2 = activation.build(ctx, channels=channels)
-        self.conv2 = conv(channels, channels, 1, weight_norm=weight_norm)
+        self.conv2 = conv(channels, channels, 1, weight_norm=weight_norm, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act2(self.conv1(self.act1(x))))
 
 
 def residual_units(
-    ctx: BuildContext,
-    channels: int,
-    activation: Any,
-    kernel_size: int,
-    dilations: Sequence[int],
-    weight_norm: bool,
+    ctx: BuildContext, channels: int, spec: Any, dilations: Sequence[int]
 ) -> list[nn.Module]:
-    return [ResidualUnit(ctx, channels, activation, kernel_size, d, weight_norm) for d in dilations]
+    """One `ResidualUnit` per dilation, with the kernel, activation and options of `spec`."""
+    return [
+        ResidualUnit(
+            ctx,
+            channels,
+            spec.activation,
+            spec.kernel_size,
+            d,
+            spec.weight_norm,
+            spec.depthwise,
+            spec.bias,
+        )
+        for d in dilations
+    ]
+
+
+DEPTHWISE_DOC = "groups = channels in the dilated convs (SNAC)"
+BIAS_DOC = "give every conv a bias (RAVE: none)"
 
 
 @attrs.frozen(kw_only=True)
@@ -144,19 +234,27 @@ class ResidualUnitSpec:
     dilation: int = param(1, doc="dilation of the first conv", validator=positive)
     activation: Activation = param(factory=SnakeSpec, doc="activation before each conv")
     weight_norm: bool = param(False, doc="weight-normalise both convs")
+    depthwise: bool = param(False, doc=DEPTHWISE_DOC)
+    bias: bool = param(True, doc=BIAS_DOC)
 
     def build(
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int = 1
     ) -> nn.Module:
-        if in_channels != out_channels or stride != 1:
-            raise BuildError(
-                "residual_unit",
-                f"keeps its width and length: needs in_channels == out_channels and stride 1, "
-                f"got {in_channels} -> {out_channels}, stride {stride}",
-            )
-        return ResidualUnit(
-            ctx, in_channels, self.activation, self.kernel_size, self.dilation, self.weight_norm
-        )
+        _check_same_shape("residual_unit", in_channels, out_channels, stride)
+        return residual_units(ctx, in_channels, self, [self.dilation])[0]
+
+
+@attrs.frozen(kw_only=True)
+class NoiseInjectionSpec:
+    """SNAC's noise block: x + n·conv1x1(x), n ~ N(0, 1) [B, 1, T] from torch's global RNG."""
+
+    weight_norm: bool = param(True, doc="weight-normalise the (bias-free) 1x1 conv")
+
+    def build(
+        self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int = 1
+    ) -> nn.Module:
+        _check_same_shape("noise_injection", in_channels, out_channels, stride)
+        return NoiseInjection(in_channels, self.weight_norm)
 
 
 @attrs.frozen(kw_only=True)
@@ -171,18 +269,24 @@ class EncoderBlockSpec:
         factory=SnakeSpec, doc="activation in the units and before the conv"
     )
     weight_norm: bool = param(False, doc="weight-normalise every conv of the block")
+    depthwise: bool = param(False, doc=DEPTHWISE_DOC)
+    bias: bool = param(True, doc=BIAS_DOC)
+    padding: DownPadding = param(
+        "symmetric",
+        doc="padding of the strided conv (kernel 2·stride): symmetric: ceil(stride/2) each side "
+        "(DAC, SNAC); asymmetric: stride−1 left and stride right (RAVE's cached_conv)",
+    )
 
     def build(
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int
     ) -> nn.Module:
         _check_stride(stride, "encoder_block")
-        units = residual_units(
-            ctx, in_channels, self.activation, self.kernel_size, self.dilations, self.weight_norm
-        )
         return nn.Sequential(
-            *units,
+            *residual_units(ctx, in_channels, self, self.dilations),
             self.activation.build(ctx, channels=in_channels),
-            strided_conv(in_channels, out_channels, stride, self.weight_norm),
+            strided_conv(
+                in_channels, out_channels, stride, self.weight_norm, self.padding, self.bias
+            ),
         )
 
 
@@ -205,26 +309,42 @@ class DecoderBlockSpec:
     )
     upsample: Literal["transposed", "resize"] = param(
         "transposed",
-        doc="transposed: ConvTranspose1d(kernel 2·stride, padding ceil(stride/2)); "
-        "resize: nearest ×stride then a conv of kernel 2·stride+1 (no checkerboard artifacts)",
+        doc="transposed: ConvTranspose1d(kernel 2·stride, padding ceil(stride/2), output padding "
+        "stride%2); resize: nearest ×stride then a conv of kernel 2·stride+1 (no checkerboard "
+        "artifacts)",
     )
+    noise: bool = param(
+        False, doc="a noise_injection right after the upsampling conv (SNAC; weight norm as set)"
+    )
+    depthwise: bool = param(False, doc=DEPTHWISE_DOC)
+    bias: bool = param(True, doc=BIAS_DOC)
 
     def build(
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int
     ) -> nn.Module:
         _check_stride(stride, "decoder_block")
         if self.upsample == "resize":
-            up: nn.Module = ResizeConv(in_channels, out_channels, stride, self.weight_norm)
+            up: nn.Module = ResizeConv(
+                in_channels, out_channels, stride, self.weight_norm, self.bias
+            )
         else:
-            up = transposed_conv(in_channels, out_channels, stride, self.weight_norm)
+            up = transposed_conv(in_channels, out_channels, stride, self.weight_norm, self.bias)
+        noise = [NoiseInjection(out_channels, self.weight_norm)] if self.noise else []
         width = in_channels if self.order == "units_first" else out_channels
-        units = residual_units(
-            ctx, width, self.activation, self.kernel_size, self.dilations, self.weight_norm
-        )
+        units = residual_units(ctx, width, self, self.dilations)
         act = self.activation.build(ctx, channels=in_channels)
         if self.order == "units_first":
-            return nn.Sequential(*units, act, up)
-        return nn.Sequential(act, up, *units)
+            return nn.Sequential(*units, act, up, *noise)
+        return nn.Sequential(act, up, *noise, *units)
+
+
+def _check_same_shape(name: str, in_channels: int, out_channels: int, stride: int) -> None:
+    if in_channels != out_channels or stride != 1:
+        raise BuildError(
+            name,
+            f"keeps its width and length: needs in_channels == out_channels and stride 1, "
+            f"got {in_channels} -> {out_channels}, stride {stride}",
+        )
 
 
 def _check_stride(stride: int, name: str) -> None:
@@ -237,3 +357,4 @@ def lyra_register_components(registry) -> None:
     registry.add("block", "residual_unit", ResidualUnitSpec)
     registry.add("block", "encoder_block", EncoderBlockSpec)
     registry.add("block", "decoder_block", DecoderBlockSpec)
+    registry.add("block", "noise_injection", NoiseInjectionSpec)

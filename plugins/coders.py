@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import attrs
 import torch
 from torch import nn
 
-from lyra_core import Activation, Block, BuildContext, hookimpl, param
+from lyra_core import Activation, Block, BuildContext, BuildError, hookimpl, param
 from lyra_plugins.activations import SnakeSpec
 from lyra_plugins.blocks import (
     DecoderBlockSpec,
@@ -34,6 +35,8 @@ from lyra_plugins.blocks import (
     positive_ints,
 )
 
+ConvKind = Literal["dense", "depthwise"]
+
 
 def _check_lengths(spec: ConvEncoderSpec | ConvDecoderSpec) -> None:
     if len(spec.c_mults) != len(spec.strides):
@@ -41,58 +44,120 @@ def _check_lengths(spec: ConvEncoderSpec | ConvDecoderSpec) -> None:
             f"c_mults and strides need one entry per block: got {len(spec.c_mults)} multipliers "
             f"and {len(spec.strides)} strides"
         )
+    if spec.blocks is not None and len(spec.blocks) != len(spec.strides):
+        raise ValueError(
+            f"blocks needs one spec per block: got {len(spec.blocks)} for "
+            f"{len(spec.strides)} strides"
+        )
 
 
 def _widths(base: int, c_mults: Sequence[int]) -> list[int]:
     return [base * m for m in (1, *c_mults)]
 
 
-class ConvStack(nn.Module):
-    """input conv -> blocks -> output; `hop_length` is the blocks' total stride."""
+def _build_blocks(
+    spec: ConvEncoderSpec | ConvDecoderSpec, ctx: BuildContext, widths: list[int]
+) -> list[nn.Module]:
+    specs = spec.blocks if spec.blocks is not None else [spec.block] * len(spec.strides)
+    return [
+        b.build(ctx, in_channels=cin, out_channels=cout, stride=s)
+        for b, cin, cout, s in zip(specs, widths[:-1], widths[1:], spec.strides, strict=True)
+    ]
 
-    def __init__(self, input_conv: nn.Module, blocks: list[nn.Module], output: nn.Module, hop: int):
+
+def _attention(
+    spec: ConvEncoderSpec | ConvDecoderSpec, ctx: BuildContext, width: int
+) -> nn.Module | None:
+    if spec.attention is None:
+        return None
+    return spec.attention.build(ctx, in_channels=width, out_channels=width, stride=1)
+
+
+class ConvStack(nn.Module):
+    """input conv -> blocks -> output, with an optional `attention` block (encoder: after the
+    blocks; decoder: before them). `hop_length` is the blocks' total stride, `frame_multiple`
+    the attention's (1 without)."""
+
+    def __init__(
+        self,
+        input_conv: nn.Module,
+        blocks: list[nn.Module],
+        output: nn.Module,
+        hop: int,
+        attention: nn.Module | None = None,
+    ):
         super().__init__()
         self.input_conv = input_conv
         self.blocks = nn.ModuleList(blocks)
+        self.attention = attention
         self.output = output
         self.hop_length = hop
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.input_conv(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.output(x)
+        self.frame_multiple = int(getattr(attention, "frame_multiple", 1))
 
 
 class WaveformOutput(nn.Module):
     """act -> conv, then optionally RAVE's amplitude modulation and a final tanh."""
 
-    def __init__(self, act: nn.Module, conv_out: nn.Module, amplitude_modulation: bool, tanh: bool):
+    def __init__(
+        self,
+        act: nn.Module,
+        conv_out: nn.Module,
+        amplitude_modulation: bool,
+        tanh: bool,
+        amplitude_first: bool = True,
+    ):
         super().__init__()
         self.act = act
         self.conv = conv_out
         self.amplitude_modulation = amplitude_modulation
+        self.amplitude_first = amplitude_first
         self.tanh = tanh
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(self.act(x))
         if self.amplitude_modulation:
             amplitude, wave = y.chunk(2, dim=1)
+            if not self.amplitude_first:
+                amplitude, wave = wave, amplitude
             y = torch.sigmoid(amplitude) * wave
         return torch.tanh(y) if self.tanh else y
 
 
 class ConvEncoder(ConvStack):
-    """input conv -> downsampling blocks -> act + output conv."""
+    """input conv -> downsampling blocks -> attention -> act + output conv."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_conv(x)
+        for block in self.blocks:
+            x = block(x)
+        if self.attention is not None:
+            x = self.attention(x)
+        return self.output(x)
 
 
 class ConvDecoder(ConvStack):
-    """input conv -> upsampling blocks -> waveform output."""
+    """input conv -> attention -> upsampling blocks -> waveform output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_conv(x)
+        if self.attention is not None:
+            x = self.attention(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.output(x)
+
+
+BLOCKS_DOC = (
+    "one block spec per block, in order, instead of `block` (RAVE v2: the last encoder block "
+    "has dilations [1, 3]); null: `block` for all"
+)
+BIAS_DOC = "give the input and output convs a bias (the blocks have their own `bias`)"
 
 
 @attrs.frozen(kw_only=True)
 class ConvEncoderSpec:
-    """Conv encoder: input conv -> strided blocks (base_channels·c_mults) -> act -> output conv."""
+    """Conv encoder: input conv -> strided blocks (base_channels·c_mults) -> optional attention ->
+    act -> output conv."""
 
     base_channels: int = param(64, doc="width after the input conv", validator=positive)
     c_mults: tuple[int, ...] = param(
@@ -106,31 +171,53 @@ class ConvEncoderSpec:
         validator=positive_ints,
     )
     block: Block = param(factory=EncoderBlockSpec, doc="the downsampling block")
-    activation: Activation = param(factory=SnakeSpec, doc="activation before the output conv")
+    blocks: tuple[Block, ...] | None = param(None, doc=BLOCKS_DOC)
+    attention: Block | None = param(
+        None,
+        doc="a width-keeping block after the downsampling blocks, e.g. local_attention (SNAC); "
+        "its frame_multiple becomes the encoder's",
+    )
+    activation: Activation = param(
+        factory=SnakeSpec, doc="activation before the output conv (SNAC: identity)"
+    )
     input_kernel: int = param(7, doc="kernel of the input conv (odd)", validator=odd)
     output_kernel: int = param(3, doc="kernel of the output conv (odd; seed 001: 3)", validator=odd)
+    output_conv: ConvKind = param(
+        "dense",
+        doc="dense, or depthwise (groups = channels; SNAC: k7, needs out_channels equal to the "
+        "last width)",
+    )
     weight_norm: bool = param(False, doc="weight-normalise the input and output convs")
+    bias: bool = param(True, doc=BIAS_DOC)
 
     def __attrs_post_init__(self) -> None:
         _check_lengths(self)
 
     def build(self, ctx: BuildContext, in_channels: int, out_channels: int) -> nn.Module:
         widths = _widths(self.base_channels, self.c_mults)
-        blocks = [
-            self.block.build(ctx, in_channels=cin, out_channels=cout, stride=s)
-            for cin, cout, s in zip(widths[:-1], widths[1:], self.strides, strict=True)
-        ]
+        width = widths[-1]
+        if self.output_conv == "depthwise" and out_channels != width:
+            raise BuildError(
+                "conv_encoder.output_conv",
+                f"a depthwise output conv keeps the width {width}, but {out_channels} output "
+                f"channels are needed",
+            )
+        wn, bias = self.weight_norm, self.bias
+        groups = width if self.output_conv == "depthwise" else 1
         output = nn.Sequential(
-            self.activation.build(ctx, channels=widths[-1]),
-            conv(widths[-1], out_channels, self.output_kernel, weight_norm=self.weight_norm),
+            self.activation.build(ctx, channels=width),
+            conv(width, out_channels, self.output_kernel, weight_norm=wn, groups=groups, bias=bias),
         )
-        input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=self.weight_norm)
-        return ConvEncoder(input_conv, blocks, output, math.prod(self.strides))
+        input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=wn, bias=bias)
+        blocks = _build_blocks(self, ctx, widths)
+        attention = _attention(self, ctx, width)
+        return ConvEncoder(input_conv, blocks, output, math.prod(self.strides), attention)
 
 
 @attrs.frozen(kw_only=True)
 class ConvDecoderSpec:
-    """Conv decoder: input conv -> upsampling blocks (widths reversed) -> act -> output conv."""
+    """Conv decoder: input conv -> optional attention -> upsampling blocks (widths reversed) ->
+    act -> output conv."""
 
     base_channels: int = param(64, doc="width of the last block's output", validator=positive)
     c_mults: tuple[int, ...] = param(
@@ -144,13 +231,29 @@ class ConvDecoderSpec:
         validator=positive_ints,
     )
     block: Block = param(factory=DecoderBlockSpec, doc="the upsampling block")
+    blocks: tuple[Block, ...] | None = param(None, doc=BLOCKS_DOC)
+    attention: Block | None = param(
+        None,
+        doc="a width-keeping block between the input conv and the blocks, e.g. local_attention "
+        "(SNAC); its frame_multiple becomes the decoder's",
+    )
     activation: Activation = param(factory=SnakeSpec, doc="activation before the output conv")
     input_kernel: int = param(7, doc="kernel of the input conv (odd; seed 001: 3)", validator=odd)
+    input_conv: ConvKind = param(
+        "dense",
+        doc="dense, or depthwise: a depthwise conv of input_kernel at the latent width, then a "
+        "1x1 conv to the first width (SNAC)",
+    )
     output_kernel: int = param(7, doc="kernel of the output conv (odd)", validator=odd)
     weight_norm: bool = param(False, doc="weight-normalise the input and output convs")
+    bias: bool = param(True, doc=BIAS_DOC)
     amplitude_modulation: bool = param(
         False,
         doc="RAVE: output 2x channels, split into amplitude a and wave w, return sigmoid(a)·w",
+    )
+    amplitude_half: Literal["first", "second"] = param(
+        "first",
+        doc="which half of the output conv's channels is the amplitude (RAVE: second)",
     )
     tanh: bool = param(False, doc="squash the output with tanh")
 
@@ -159,21 +262,32 @@ class ConvDecoderSpec:
 
     def build(self, ctx: BuildContext, in_channels: int, out_channels: int) -> nn.Module:
         widths = _widths(self.base_channels, self.c_mults)[::-1]
-        blocks = [
-            self.block.build(ctx, in_channels=cin, out_channels=cout, stride=s)
-            for cin, cout, s in zip(widths[:-1], widths[1:], self.strides, strict=True)
-        ]
+        wn, bias = self.weight_norm, self.bias
         factor = 2 if self.amplitude_modulation else 1
         output = WaveformOutput(
             self.activation.build(ctx, channels=widths[-1]),
-            conv(
-                widths[-1], factor * out_channels, self.output_kernel, weight_norm=self.weight_norm
-            ),
+            conv(widths[-1], factor * out_channels, self.output_kernel, weight_norm=wn, bias=bias),
             self.amplitude_modulation,
             self.tanh,
+            amplitude_first=self.amplitude_half == "first",
         )
-        input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=self.weight_norm)
-        return ConvDecoder(input_conv, blocks, output, math.prod(self.strides))
+        if self.input_conv == "depthwise":
+            input_conv: nn.Module = nn.Sequential(
+                conv(
+                    in_channels,
+                    in_channels,
+                    self.input_kernel,
+                    weight_norm=wn,
+                    groups=in_channels,
+                    bias=bias,
+                ),
+                conv(in_channels, widths[0], 1, weight_norm=wn, bias=bias),
+            )
+        else:
+            input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=wn, bias=bias)
+        attention = _attention(self, ctx, widths[0])
+        blocks = _build_blocks(self, ctx, widths)
+        return ConvDecoder(input_conv, blocks, output, math.prod(self.strides), attention)
 
 
 @hookimpl
