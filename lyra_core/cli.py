@@ -281,6 +281,33 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("explore")
+def _explore(args: argparse.Namespace) -> int:
+    try:
+        from lyra_core import explore_ui
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "gradio":
+            raise
+        raise LyraError(
+            "lyra explore needs Gradio: install with pip install -e '.[explore]'"
+        ) from None
+    from lyra_core.explore import Explorer
+
+    explorer = Explorer.open(
+        _loaded_model(args),
+        args.components,
+        args.pca_examples,
+        _chunking(args),
+        args.max_seconds,
+        Path(args.examples) if args.examples else None,
+        args.refit,
+    )
+    print(explorer.describe())
+    print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)")
+    explore_ui.serve(explorer, args.host, args.port)
+    return 0
+
+
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
     from lyra_core import bench
@@ -433,6 +460,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="run directory to write")
     p.add_argument("--config", help="JSON object (or file) of the reference's constructor args")
+    p = _inference_parser(sub, "explore", "a local page to listen to and steer a model", False)
+    p.add_argument("--port", type=int, default=7860, help="default: 7860")
+    p.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: local)")
+    p.add_argument("--examples", metavar="DIR", help="a folder of audio files to pick from")
+    p.add_argument("--components", type=int, default=8, help="PCA sliders (default: 8)")
+    p.add_argument(
+        "--pca-examples", type=int, default=64, help="validation examples to fit the PCA on"
+    )
+    p.add_argument("--refit", action="store_true", help="refit the PCA even if it is cached")
+    p.add_argument(
+        "--max-seconds", type=float, default=60.0, help="longest upload accepted (default: 60)"
+    )
     from lyra_core.bench import add_parser as add_bench_parser
 
     add_bench_parser(sub)
