@@ -60,7 +60,7 @@ def import_checkpoint(
     data = imp.experiment(ref_config)
     spec: ExperimentSpec = validate_data(data, plugins.registry, f"the spec for {name}")
     model = build_model(spec, plugins.registry)
-    state = imp.convert(ref_state, ref_config)
+    state = imp.convert(ref_state, ref_config, model)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

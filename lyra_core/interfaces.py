@@ -164,8 +164,8 @@ class Importer:
     checkpoint path, or from the installed reference package for `source == "default"` (its
     default configuration, random weights; `config` overrides its constructor's arguments).
     `experiment(config)` is the Lyra experiment spec (JSON) that builds the same model and
-    trains it; `convert(state, config)` renames and reshapes the reference's weights into that
-    model's state dict. `lyra import` then loads them strictly: nothing missing, nothing left.
+    trains it; `convert(state, config, model)` maps the reference's weights onto `model` (built
+    from that spec) as its state dict. `lyra import` loads them strictly: nothing missing.
     """
 
     def read(
@@ -177,6 +177,6 @@ class Importer:
         raise NotImplementedError
 
     def convert(
-        self, state: dict[str, torch.Tensor], config: dict[str, Any]
+        self, state: dict[str, torch.Tensor], config: dict[str, Any], model: nn.Module
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -1,8 +1,375 @@
-"""(being written)"""
+"""Importers of reference codecs (`lyra import --from snac|dac`): config -> spec, weights -> Lyra.
 
-from lyra_core import hookimpl
+Contract (kind `importer`): `build(ctx)` returns a `lyra_core.interfaces.Importer`.
+
+A reference's generator is rebuilt from Lyra components whose parameters are created in the
+same order as the reference's (input conv, blocks, attention, output conv; quantizer levels;
+decoder), so the weights map by position: the i-th parameter of the reference goes to the i-th
+parameter of the Lyra model, after checking that both have the same shape and the same role
+(Snake α, bias, weight-norm magnitude g, direction v, plain weight). A mismatch names both
+tensors. Checkpoints are read with `torch.load(weights_only=True)`.
+
+Sources: SNAC, a directory with `config.json` and `pytorch_model.bin` (its Hugging Face layout)
+or a weights file with `--config`; DAC, the `.pth` file `DAC.save` writes (its kwargs inside);
+either, `default`: the installed package's model with random weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from lyra_core import BuildContext, LyraError, hookimpl
+from lyra_core.interfaces import Importer
+
+# Leaf names of a state-dict key -> the role the tensor plays.
+ROLES = {
+    "alpha": "snake",
+    "bias": "bias",
+    "weight_g": "magnitude",
+    "original0": "magnitude",
+    "weight_v": "direction",
+    "original1": "direction",
+    "weight": "weight",
+}
+
+
+def role(key: str) -> str:
+    return ROLES.get(key.rsplit(".", 1)[-1], key.rsplit(".", 1)[-1])
+
+
+def map_by_position(
+    reference: dict[str, torch.Tensor], target: dict[str, torch.Tensor], what: str
+) -> dict[str, torch.Tensor]:
+    """`target`'s keys with `reference`'s tensors, matched by position, shape and role."""
+    ref_items, target_keys = list(reference.items()), list(target)
+    if len(ref_items) != len(target_keys):
+        raise LyraError(
+            f"{what}: the reference has {len(ref_items)} weight tensors and the Lyra model "
+            f"{len(target_keys)}; the checkpoint does not come from this configuration"
+        )
+    out = {}
+    for (ref_key, tensor), key in zip(ref_items, target_keys, strict=True):
+        want = target[key]
+        if tensor.shape != want.shape or role(ref_key) != role(key):
+            raise LyraError(
+                f"{what}: reference {ref_key} {list(tensor.shape)} does not fit Lyra {key} "
+                f"{list(want.shape)}; the checkpoint does not come from this configuration"
+            )
+        out[key] = tensor.to(want.dtype)
+    return out
+
+
+SNAC_BUFFERS = (".inv_freq", ".scale")  # its rotary embedding's tables, not weights
+
+
+def onto_parameters(
+    reference: dict[str, torch.Tensor], model: nn.Module, what: str
+) -> dict[str, torch.Tensor]:
+    """`model`'s state dict with every parameter taken from `reference` by position."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    return {**model.state_dict(), **map_by_position(reference, params, what)}
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise LyraError(f"{path}: not a readable weights file ({reason})") from exc
+    if not isinstance(data, dict):
+        raise LyraError(f"{path}: expected a dict of weights, got a {type(data).__name__}")
+    return data
+
+
+def signature_defaults(cls: type) -> dict[str, Any]:
+    return {
+        k: p.default
+        for k, p in inspect.signature(cls).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def reference_package(module: str, distribution: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise LyraError(
+            f"'default' builds the reference model from its package: pip install {distribution} "
+            f"({exc})"
+        ) from exc
+
+
+def conv_stacks(
+    encoder_dim: int,
+    encoder_rates: list[int],
+    decoder_dim: int,
+    decoder_rates: list[int],
+    latent_dim: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The encoder and decoder specs DAC and SNAC share (Snake, weight norm, widths ×2/÷2)."""
+    depth = len(encoder_rates)
+    if len(decoder_rates) != depth or decoder_dim % 2**depth:
+        raise LyraError(
+            f"decoder_dim {decoder_dim} with {len(decoder_rates)} rates: Lyra's conv_decoder "
+            f"halves the width once per block, so it needs as many rates as the encoder "
+            f"({depth}) and a decoder_dim divisible by {2**depth}"
+        )
+    mults = [2 ** (i + 1) for i in range(depth)]
+    block = {"dilations": [1, 3, 9], "kernel_size": 7, "weight_norm": True}
+    encoder = {
+        "type": "conv_encoder",
+        "base_channels": encoder_dim,
+        "c_mults": mults,
+        "strides": list(encoder_rates),
+        "block": {"type": "encoder_block", **block},
+        "input_kernel": 7,
+        "output_kernel": 3,
+        "weight_norm": True,
+    }
+    decoder = {
+        "type": "conv_decoder",
+        "base_channels": decoder_dim // 2**depth,
+        "c_mults": mults,
+        "strides": list(decoder_rates),
+        "block": {"type": "decoder_block", "order": "upsample_first", **block},
+        "input_kernel": 7,
+        "output_kernel": 7,
+        "weight_norm": True,
+        "tanh": True,
+    }
+    del latent_dim  # the bottleneck's width; the stacks take it from the bottleneck
+    return encoder, decoder
+
+
+def dac_recipe(name: str, sample_rate: int, segment: int, batch: int) -> dict[str, Any]:
+    """DAC's training setup around a model: mel + VQ terms, MPD + MRSD, LSGAN, AdamW."""
+    adamw = {"type": "adamw", "lr": 1e-4, "betas": [0.8, 0.99]}
+    decay = {"type": "exponential", "gamma": 0.999996}
+    return {
+        "name": name,
+        "seed": 0,
+        "data": {
+            "dataset": {"type": "synthetic"},
+            "sample_rate": sample_rate,
+            "channels": 1,
+            "segment_length": segment,
+            "batch_size": batch,
+        },
+        "losses": [
+            {
+                "type": "mel",
+                "weight": 15.0,
+                "window_lengths": [32, 64, 128, 256, 512, 1024, 2048],
+                "n_mels": [5, 10, 20, 40, 80, 160, 320],
+            },
+            {"type": "term", "name": "commitment", "weight": 0.25},
+            {"type": "term", "name": "codebook", "weight": 1.0},
+        ],
+        "training": {
+            "steps": 400000,
+            "optimizer": adamw,
+            "scheduler": decay,
+            "grad_clip": 1000.0,
+            "adversarial": {
+                "discriminator": {
+                    "type": "combined",
+                    "members": [{"type": "mpd"}, {"type": "mrsd"}],
+                },
+                "losses": [{"type": "lsgan"}, {"type": "feature_matching", "weight": 2.0}],
+                "optimizer": adamw,
+                "scheduler": decay,
+            },
+        },
+    }
+
+
+def segment_for(unit: int, seconds_at_least: int) -> int:
+    """The shortest multiple of `unit` samples that is at least `seconds_at_least` samples."""
+    return unit * max(1, math.ceil(seconds_at_least / unit))
+
+
+@attrs.frozen
+class SNACImporter(Importer):
+    """SNAC (hubertsiuzdak/snac): multi-scale RVQ, depthwise units, noise, local attention."""
+
+    def read(
+        self, source: str, config: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        if source == "default":
+            snac = reference_package("snac", "snac")
+            cfg = {**signature_defaults(snac.SNAC), **(config or {})}
+            return cfg, snac.SNAC(**cfg).state_dict()
+        path = Path(source)
+        weights = path / "pytorch_model.bin" if path.is_dir() else path
+        if config is None:
+            config_file = (path if path.is_dir() else path.parent) / "config.json"
+            if not config_file.is_file():
+                raise LyraError(f"{source}: no config.json beside the weights; pass --config")
+            config = json.loads(config_file.read_text())
+        defaults = {
+            "encoder_dim": 64,
+            "encoder_rates": [3, 3, 7, 7],
+            "latent_dim": None,
+            "decoder_dim": 1536,
+            "decoder_rates": [7, 7, 3, 3],
+            "attn_window_size": 32,
+            "codebook_size": 4096,
+            "codebook_dim": 8,
+            "vq_strides": [8, 4, 2, 1],
+            "noise": True,
+            "depthwise": True,
+            "sampling_rate": 44100,
+        }
+        return {**defaults, **config}, load_weights(weights)
+
+    def experiment(self, config: dict[str, Any]) -> dict[str, Any]:
+        c = config
+        latent = c.get("latent_dim") or c["encoder_dim"] * 2 ** len(c["encoder_rates"])
+        encoder, decoder = conv_stacks(
+            c["encoder_dim"], c["encoder_rates"], c["decoder_dim"], c["decoder_rates"], latent
+        )
+        window = c.get("attn_window_size")
+        attention = (
+            {"type": "local_attention", "window_size": window, "head_dim": 64, "rotary": True}
+            if window
+            else None
+        )
+        depthwise = bool(c.get("depthwise", True))
+        encoder["block"]["depthwise"] = depthwise
+        encoder.update(
+            attention=attention,
+            activation={"type": "identity"},
+            output_kernel=7,
+            output_conv="depthwise" if depthwise else "full",
+        )
+        decoder["block"].update(depthwise=depthwise, noise=bool(c.get("noise", True)))
+        decoder.update(attention=attention, input_conv="depthwise" if depthwise else "full")
+        strides = list(c["vq_strides"])
+        rate = int(c["sampling_rate"])
+        hop = math.prod(c["encoder_rates"])
+        unit = hop * math.lcm(max(strides), window or 1)
+        spec = dac_recipe(f"snac_{rate // 1000}khz", rate, segment_for(unit, 16384), 16)
+        spec["model"] = {
+            "type": "autoencoder",
+            "encoder": encoder,
+            "bottleneck": {
+                "type": "rvq",
+                "dim": latent,
+                "n_codebooks": len(strides),
+                "codebook_size": c["codebook_size"],
+                "codebook_dim": c["codebook_dim"],
+                "strides": strides,
+            },
+            "decoder": decoder,
+        }
+        return spec
+
+    def convert(
+        self, state: dict[str, torch.Tensor], config: dict[str, Any], model: nn.Module
+    ) -> dict[str, torch.Tensor]:
+        weights = {k: v for k, v in state.items() if not k.endswith(SNAC_BUFFERS)}
+        return onto_parameters(weights, model, "snac")
+
+
+@attrs.frozen
+class DACImporter(Importer):
+    """DAC (descript-audio-codec): Snake conv stacks around a 9-level RVQ with quantizer dropout."""
+
+    def read(
+        self, source: str, config: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        if source == "default":
+            reference_package("dac", "descript-audio-codec")
+            from dac.model import DAC
+
+            cfg = {**signature_defaults(DAC), **(config or {})}
+            return cfg, DAC(**cfg).state_dict()
+        try:
+            data = load_weights(Path(source))
+        except LyraError as exc:
+            raise LyraError(
+                f"{exc}\nif it is a torch.package archive (DAC.save's default), Lyra will not run "
+                "the code inside it: re-save with DAC.save(path, package=False)"
+            ) from exc
+        if "state_dict" not in data:
+            raise LyraError(f"{source}: not a DAC checkpoint (DAC.save writes a 'state_dict')")
+        kwargs = (data.get("metadata") or {}).get("kwargs") or {}
+        defaults = {
+            "encoder_dim": 64,
+            "encoder_rates": [2, 4, 8, 8],
+            "latent_dim": None,
+            "decoder_dim": 1536,
+            "decoder_rates": [8, 8, 4, 2],
+            "n_codebooks": 9,
+            "codebook_size": 1024,
+            "codebook_dim": 8,
+            "quantizer_dropout": False,
+            "sample_rate": 44100,
+        }
+        return {**defaults, **kwargs, **(config or {})}, data["state_dict"]
+
+    def experiment(self, config: dict[str, Any]) -> dict[str, Any]:
+        c = config
+        if not isinstance(c["codebook_dim"], int):
+            raise LyraError("DAC with a codebook_dim per level: Lyra's rvq takes one codebook_dim")
+        latent = c.get("latent_dim") or c["encoder_dim"] * 2 ** len(c["encoder_rates"])
+        encoder, decoder = conv_stacks(
+            c["encoder_dim"], c["encoder_rates"], c["decoder_dim"], c["decoder_rates"], latent
+        )
+        encoder["activation"] = {"type": "snake"}
+        decoder["activation"] = {"type": "snake"}
+        rate = int(c["sample_rate"])
+        hop = math.prod(c["encoder_rates"])
+        spec = dac_recipe(f"dac_{rate // 1000}khz", rate, segment_for(hop, 16758), 72)
+        dropout = float(c["quantizer_dropout"])  # DAC() passes a bool; its training uses 0.5
+        spec["model"] = {
+            "type": "autoencoder",
+            "encoder": encoder,
+            "bottleneck": {
+                "type": "rvq",
+                "dim": latent,
+                "n_codebooks": c["n_codebooks"],
+                "codebook_size": c["codebook_size"],
+                "codebook_dim": c["codebook_dim"],
+                "quantizer_dropout": dropout,
+            },
+            "decoder": decoder,
+        }
+        return spec
+
+    def convert(
+        self, state: dict[str, torch.Tensor], config: dict[str, Any], model: nn.Module
+    ) -> dict[str, torch.Tensor]:
+        return onto_parameters(state, model, "dac")
+
+
+@attrs.frozen(kw_only=True)
+class SNACImporterSpec:
+    """Import SNAC checkpoints (24/32/44 kHz configs) as `autoencoder` + `rvq` specs."""
+
+    def build(self, ctx: BuildContext) -> Importer:
+        return SNACImporter()
+
+
+@attrs.frozen(kw_only=True)
+class DACImporterSpec:
+    """Import DAC checkpoints (`DAC.save` files) as `autoencoder` + `rvq` specs."""
+
+    def build(self, ctx: BuildContext) -> Importer:
+        return DACImporter()
 
 
 @hookimpl
 def lyra_register_components(registry) -> None:
-    pass
+    registry.add("importer", "snac", SNACImporterSpec)
+    registry.add("importer", "dac", DACImporterSpec)
