@@ -420,11 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec value"
         )
 
-    p = _inference_parser(sub, "encode", "audio files -> latents (.npy + .json sidecar)", False)
+    text = "audio files -> latents (.npy + .json sidecar; .codes.npz too for a quantizer)"
+    p = _inference_parser(sub, "encode", text, False)
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files (any soundfile format)")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p = _inference_parser(sub, "decode", "latents (.npy) -> audio files")
-    p.add_argument("latents", nargs="+", metavar="LATENTS", help=".npy files from lyra encode")
+    p = _inference_parser(sub, "decode", "latents (.npy) or codes (.codes.npz) -> audio files")
+    p.add_argument(
+        "latents", nargs="+", metavar="LATENTS", help=".npy or .codes.npz files (lyra encode)"
+    )
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     p = _inference_parser(sub, "reconstruct", "encode + decode audio files, print distances")
     p.add_argument("inputs", nargs="+", metavar="IN")

@@ -415,7 +415,8 @@ def format_metrics(rows: Sequence[tuple[str, dict[str, float]]]) -> str:
 
 def _outputs(inputs: Sequence[str | Path], out_dir: Path, suffix: str) -> list[Path]:
     """One output path per input, refusing two inputs that would write the same file."""
-    targets = [out_dir / (Path(p).stem + suffix) for p in inputs]
+    stems = [Path(p).name.removesuffix(".codes.npz").removesuffix(Path(p).suffix) for p in inputs]
+    targets = [out_dir / (stem + suffix) for stem in stems]
     seen: dict[Path, str] = {}
     for src, target in zip(inputs, targets, strict=True):
         if target in seen:
