@@ -282,7 +282,8 @@ def read_upload(loaded: LoadedModel, path: str | Path | None, max_seconds: float
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise LyraError(f"{name}: not an audio file that can be read ({exc})") from exc
+        reason = getattr(exc, "error_string", None) or str(exc)  # without the server's path
+        raise LyraError(f"{name}: not an audio file that can be read ({reason})") from exc
     if info.frames == 0:
         raise LyraError(f"{name}: has no audio frames")
     seconds = info.frames / info.samplerate
@@ -411,7 +412,8 @@ class Explorer:
         if not 0 < seconds <= self.max_seconds:
             raise LyraError(f"seconds must be in (0, {self.max_seconds:g}], got {seconds}")
         length = max(1, round(seconds * self.loaded.sample_rate))
-        frames = math.ceil(length / self.loaded.hop_length)
+        multiple = int(getattr(self.loaded.bottleneck, "frame_multiple", 1))  # multi-scale codes
+        frames = math.ceil(length / self.loaded.hop_length / multiple) * multiple
         gen = torch.Generator(device=self.loaded.device).manual_seed(int(seed))
         with torch.inference_mode():
             z = self.loaded.bottleneck.sample_prior(1, frames, float(temperature), gen).cpu()

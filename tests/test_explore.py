@@ -246,6 +246,26 @@ def test_single_vector_flow_latents_sample_interpolate_and_move(vector, wav, tmp
     assert vector.between(sound, second, 0.5).length == 1600
 
 
+@pytest.mark.parametrize(
+    "bottleneck",
+    [
+        {"type": "deterministic", "latent_dim": 4},
+        {"type": "single_vector", "latent_dim": 4},
+        {"type": "realnvp", "latent_dim": 4, "depth": 1, "hidden": 8, "identity_init": False},
+        {"type": "rvq", "dim": 8, "n_codebooks": 2, "codebook_size": 16, "strides": [1, 2]},
+    ],
+    ids=lambda b: b["type"],
+)
+def test_every_bottleneck_moves_and_samples(bottleneck, plugins, tmp_path, wav):
+    run = make_run(tmp_path / "run", tiny_spec(bottleneck), plugins)
+    ex = Explorer.open(load_model(run, plugins, device="cpu"), components=2)
+    sound = ex.from_file(wav)
+    still, moved = ex.render(sound, [0.0, 0.0]), ex.render(sound, [2.0, -1.0])
+    assert still.shape == (1, 2000) and (moved - still).abs().max() > 1e-5
+    drawn = ex.from_prior(seed=0, temperature=1.0, seconds=0.1)
+    assert ex.render(drawn, [1.0, 0.0]).shape == (1, 800)
+
+
 def test_time_series_interpolation_is_cut_to_the_shorter_file(series, wav, tmp_path):
     other = tmp_path / "short.wav"
     sf.write(other, tone(0.1), RATE)
