@@ -85,6 +85,11 @@ class LocalAttentionSpec:
     )
     rotary: bool = param(True, doc="rotary position embeddings on queries and keys")
 
+    @staticmethod
+    def example() -> LocalAttentionSpec:
+        """Two heads of width 2, for the contract check's 4 channels."""
+        return LocalAttentionSpec(window_size=4, head_dim=2)
+
     def build(
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int = 1
     ) -> nn.Module:

@@ -185,3 +185,127 @@ def test_bad_values_are_spec_errors_with_paths(fields, path, message):
     assert any(p.startswith(path) and message in m for p, m in info.value.problems), (
         info.value.problems
     )
+
+
+# --- options for the reference codecs (SNAC, RAVE) ------------------------------------------------
+
+
+def test_depthwise_units_group_the_dilated_conv_only():
+    enc = block("encoder_block", 4, 8, 2, depthwise=True)
+    unit = enc[0]
+    assert unit.conv1.groups == 4 and unit.conv2.groups == 1 and enc[-1].groups == 1
+
+
+def test_bias_false_removes_every_bias():
+    dec = block("decoder_block", 4, 2, 2, bias=False, order="upsample_first")
+    assert convs(dec) and all(c.bias is None for c in convs(dec))
+
+
+def test_asymmetric_padding_pads_stride_minus_one_left_and_stride_right():
+    sym, asym = (block("encoder_block", 2, 3, 4, padding=p) for p in ("symmetric", "asymmetric"))
+    down = asym[-1]
+    assert down.pad == (3, 4) and down.padding == (0,)
+    x = torch.randn(1, 2, 32)
+    assert sym(x).shape == asym(x).shape == (1, 3, 8)
+    h = torch.randn(1, 2, 32)
+    expected = nn.functional.conv1d(nn.functional.pad(h, (3, 4)), down.weight, down.bias, 4)
+    torch.testing.assert_close(down(h), expected)
+
+
+def test_noise_injection_draws_from_the_global_generator():
+    noise = block("noise_injection", 3, 3, 1)
+    x = torch.randn(2, 3, 10)
+    torch.manual_seed(5)
+    a = noise(x)
+    torch.manual_seed(5)
+    n = torch.randn(2, 1, 10)
+    torch.testing.assert_close(a, x + n * noise.linear(x))
+    assert noise.linear.bias is None and parametrize.is_parametrized(noise.linear, "weight")
+    dec = block("decoder_block", 4, 2, 2, order="upsample_first", noise=True)
+    assert type(dec[2]).__name__ == "NoiseInjection"
+    with pytest.raises(BuildError, match="in_channels == out_channels"):
+        block("noise_injection", 3, 4, 1)
+
+
+def test_local_attention_keeps_shape_and_needs_whole_windows():
+    attention = block("local_attention", 128, 128, 1, window_size=4)
+    assert attention.heads == 2 and attention.frame_multiple == 4
+    assert attention(torch.randn(2, 128, 12)).shape == (2, 128, 12)
+    with pytest.raises(ValueError, match="multiple of window_size=4"):
+        attention(torch.randn(1, 128, 10))
+    with pytest.raises(BuildError, match="multiple of head_dim"):
+        block("local_attention", 96, 96, 1)
+
+
+def test_local_attention_attends_within_windows_only():
+    attention = block("local_attention", 64, 64, 1, window_size=4)
+    x = torch.randn(1, 64, 8)
+    y = x.clone()
+    y[..., 4:] += 1.0  # change the second window only
+    with torch.no_grad():
+        torch.testing.assert_close(attention(x)[..., :4], attention(y)[..., :4])
+
+
+def test_coders_with_attention_expose_its_window_as_frame_multiple():
+    attention = spec("block", "local_attention", window_size=2)
+    fields = {"base_channels": 32, "c_mults": (2,), "strides": (2,), "attention": attention}
+    enc = spec("encoder", "conv_encoder", **fields).build(CTX, in_channels=1, out_channels=8)
+    dec = spec("decoder", "conv_decoder", **fields).build(CTX, in_channels=8, out_channels=1)
+    assert enc.frame_multiple == dec.frame_multiple == 2
+    assert enc(torch.randn(1, 1, 8)).shape == (1, 8, 4)
+    assert dec(torch.randn(1, 8, 4)).shape == (1, 1, 8)
+    plain = spec("encoder", "conv_encoder", base_channels=4, c_mults=(2,), strides=(2,))
+    assert plain.build(CTX, in_channels=1, out_channels=8).frame_multiple == 1
+
+
+def test_depthwise_input_and_output_convs():
+    enc = spec(
+        "encoder",
+        "conv_encoder",
+        base_channels=4,
+        c_mults=(2,),
+        strides=(2,),
+        output_conv="depthwise",
+        output_kernel=7,
+    ).build(CTX, in_channels=1, out_channels=8)
+    assert enc.output[-1].groups == 8 and enc.output[-1].kernel_size == (7,)
+    with pytest.raises(BuildError, match="depthwise output conv keeps the width 8"):
+        spec(
+            "encoder",
+            "conv_encoder",
+            base_channels=4,
+            c_mults=(2,),
+            strides=(2,),
+            output_conv="depthwise",
+        ).build(CTX, in_channels=1, out_channels=6)
+    dec = spec(
+        "decoder",
+        "conv_decoder",
+        base_channels=4,
+        c_mults=(2,),
+        strides=(2,),
+        input_conv="depthwise",
+    ).build(CTX, in_channels=6, out_channels=1)
+    assert [(c.groups, c.kernel_size, c.out_channels) for c in dec.input_conv] == [
+        (6, (7,), 6),
+        (1, (1,), 8),
+    ]
+
+
+def test_blocks_list_sets_each_block():
+    blocks = [spec("block", "encoder_block", dilations=d) for d in [(1, 3, 9), (1, 3)]]
+    enc = spec(
+        "encoder", "conv_encoder", base_channels=4, c_mults=(2, 4), strides=(2, 2), blocks=blocks
+    ).build(CTX, in_channels=1, out_channels=8)
+    assert [len(b) - 2 for b in enc.blocks] == [3, 2]
+    with pytest.raises(ValueError, match="one spec per block"):
+        spec("encoder", "conv_encoder", c_mults=(2, 4), strides=(2, 2), blocks=blocks[:1])
+
+
+def test_amplitude_half_second_is_raves_order():
+    dec = _decoder(amplitude_modulation=True, amplitude_half="second")
+    raw = {}
+    dec.output.conv.register_forward_hook(lambda m, i, o: raw.setdefault("y", o))
+    y = dec(torch.randn(2, 3, 6))
+    wave, amplitude = raw["y"][:, :2], raw["y"][:, 2:]
+    torch.testing.assert_close(y, wave * torch.sigmoid(amplitude))
