@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "source",
         help="the reference's checkpoint (file or directory), or 'default' for the installed "
-        "package's model with random weights",
+        "package's model with random weights (snac: also '24khz', '32khz')",
     )
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="run directory to write")
     p.add_argument("--config", help="JSON object (or file) of the reference's constructor args")

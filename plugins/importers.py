@@ -11,7 +11,8 @@ tensors. Checkpoints are read with `torch.load(weights_only=True)`.
 
 Sources: SNAC, a directory with `config.json` and `pytorch_model.bin` (its Hugging Face layout)
 or a weights file with `--config`; DAC, the `.pth` file `DAC.save` writes (its kwargs inside);
-either, `default`: the installed package's model with random weights.
+either, `default`: the installed package's model with random weights (SNAC: also `24khz` and
+`32khz`, its published configurations).
 """
 
 from __future__ import annotations
@@ -66,6 +67,36 @@ def map_by_position(
         out[key] = tensor.to(want.dtype)
     return out
 
+
+# The configurations of SNAC's published models (its config.json files), by name.
+SNAC_CONFIGS: dict[str, dict[str, Any]] = {
+    "24khz": {
+        "sampling_rate": 24000,
+        "encoder_dim": 48,
+        "encoder_rates": [2, 4, 8, 8],
+        "decoder_dim": 1024,
+        "decoder_rates": [8, 8, 4, 2],
+        "attn_window_size": None,
+        "codebook_size": 4096,
+        "codebook_dim": 8,
+        "vq_strides": [4, 2, 1],
+        "noise": True,
+        "depthwise": True,
+    },
+    "32khz": {
+        "sampling_rate": 32000,
+        "encoder_dim": 64,
+        "encoder_rates": [2, 3, 8, 8],
+        "decoder_dim": 1536,
+        "decoder_rates": [8, 8, 3, 2],
+        "attn_window_size": 32,
+        "codebook_size": 4096,
+        "codebook_dim": 8,
+        "vq_strides": [8, 4, 2, 1],
+        "noise": True,
+        "depthwise": True,
+    },
+}
 
 SNAC_BUFFERS = (".inv_freq", ".scale")  # its rotary embedding's tables, not weights
 
@@ -205,9 +236,10 @@ class SNACImporter(Importer):
     def read(
         self, source: str, config: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        if source == "default":
+        if source in ("default", *SNAC_CONFIGS):
             snac = reference_package("snac", "snac")
-            cfg = {**signature_defaults(snac.SNAC), **(config or {})}
+            preset = SNAC_CONFIGS.get(source, {})
+            cfg = {**signature_defaults(snac.SNAC), **preset, **(config or {})}
             return cfg, snac.SNAC(**cfg).state_dict()
         path = Path(source)
         weights = path / "pytorch_model.bin" if path.is_dir() else path

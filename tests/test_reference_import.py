@@ -19,6 +19,7 @@ from lyra_core.cli import main
 from lyra_core.importing import importer
 from lyra_core.inference import load_model
 from lyra_core.loader import load_spec, resolved, validate_data
+from lyra_plugins.importers import SNAC_CONFIGS, signature_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "experiments" / "reference"
@@ -47,29 +48,7 @@ DAC_SMALL = {
     "codebook_size": 64,
     "codebook_dim": 4,
 }
-SNAC_24KHZ = {
-    "sampling_rate": 24000,
-    "encoder_dim": 48,
-    "encoder_rates": [2, 4, 8, 8],
-    "decoder_dim": 1024,
-    "decoder_rates": [8, 8, 4, 2],
-    "attn_window_size": None,
-    "codebook_size": 4096,
-    "codebook_dim": 8,
-    "vq_strides": [4, 2, 1],
-    "noise": True,
-    "depthwise": True,
-}
-SNAC_32KHZ = {
-    **SNAC_24KHZ,
-    "sampling_rate": 32000,
-    "encoder_dim": 64,
-    "encoder_rates": [2, 3, 8, 8],
-    "decoder_dim": 1536,
-    "decoder_rates": [8, 8, 3, 2],
-    "attn_window_size": 32,
-    "vq_strides": [8, 4, 2, 1],
-}
+SNAC_24KHZ, SNAC_32KHZ = SNAC_CONFIGS["24khz"], SNAC_CONFIGS["32khz"]
 
 
 def lyra(*args: str) -> int:
@@ -205,8 +184,6 @@ def test_the_shipped_reference_specs_are_what_the_importers_produce(
 ):
     imp = importer(plugins, reference)
     if reference == "dac":  # the package's defaults, with the dropout DAC trained with
-        from lyra_plugins.importers import signature_defaults
-
         config = {**signature_defaults(DAC), **config}
     made = resolved(validate_data(imp.experiment(config), plugins.registry), plugins.registry)
     shipped = resolved(load_spec(REFERENCE / spec, plugins.registry), plugins.registry)
