@@ -303,7 +303,6 @@ def _explore(args: argparse.Namespace) -> int:
         args.refit,
     )
     print(explorer.describe())
-    print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)")
     explore_ui.serve(explorer, args.host, args.port)
     return 0
 

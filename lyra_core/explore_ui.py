@@ -132,7 +132,7 @@ def build_app(explorer: Explorer) -> gr.Blocks:
                         allow_custom_value=True,
                     )
                     export = gr.Button("Export", elem_id="export")
-                    exported = gr.File(label="Exported file", elem_id="exported")
+                    exported = gr.File(label="Exported file", elem_id="exported", height=100)
 
         shown = [state, source_audio, current_audio, metrics]
 
@@ -219,15 +219,21 @@ def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 7860, block: 
     app = build_app(explorer)
     allowed = [str(explorer.run_dir / "explore"), str(explorer.preview_dir)]
     app.queue(default_concurrency_limit=1)
-    app.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        prevent_thread_lock=not block,
-        allowed_paths=allowed,
-        show_error=True,
-        quiet=not block,
-        css=CSS,
-    )
+    try:
+        app.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            prevent_thread_lock=True,
+            allowed_paths=allowed,
+            show_error=True,
+            quiet=True,
+            css=CSS,
+        )
+    except OSError as exc:  # the port is taken, the host is not this machine's
+        raise LyraError(f"cannot serve on {host}:{port}: {exc}") from exc
+    if block:
+        print(f"serving on {app.local_url} (Ctrl-C stops)", flush=True)
+        app.block_thread()
     return app
