@@ -301,9 +301,13 @@ def _explore(args: argparse.Namespace) -> int:
         args.max_seconds,
         Path(args.examples) if args.examples else None,
         args.refit,
+        lambda line: print(line, flush=True),
     )
     print(explorer.describe())
-    explore_ui.serve(explorer, args.host, args.port)
+    try:
+        explore_ui.serve(explorer, args.host, args.port)
+    finally:
+        explorer.close()
     return 0
 
 

@@ -19,8 +19,9 @@ import itertools
 import json
 import math
 import re
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,7 @@ def load_or_fit_pca(
     max_examples: int = 64,
     chunking: Chunking | None = None,
     refit: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> PCA:
     """The cached PCA if it was made from this checkpoint with these settings, else a new fit."""
     key = checkpoint_key(loaded)
@@ -205,6 +207,8 @@ def load_or_fit_pca(
             and pca.mean.numel() == pca.components.shape[-1]
         ):
             return pca
+    if log is not None:
+        log(f"fitting the sliders' PCA on up to {max_examples} validation examples")
     rows, examples = validation_latents(loaded, max_examples, chunking)
     pca = fit_pca(rows, count, key, examples)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -306,7 +310,8 @@ def export_audio(
     bits: str = "16",
     dither: bool = True,
 ) -> Path:
-    """Write audio [C, T] as `folder/NAME.FMT` at `rate` Hz (None: the model's) and `bits`."""
+    """Write audio [C, T] as `folder/NAME.FMT` at `rate` Hz (None: the model's) and `bits`;
+    an existing file is kept and the new one numbered (`NAME-2.FMT`, ...)."""
     fmt = fmt.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise LyraError(f"export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
@@ -316,6 +321,10 @@ def export_audio(
         raise LyraError(f"export rate {rate}: expected 1000 to 384000 Hz")
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sound"
     path = folder / f"{stem}.{fmt}"
+    for n in itertools.count(2):
+        if not path.exists():
+            break
+        path = folder / f"{stem}-{n}.{fmt}"
     return write_audio(path, audio, sample_rate, bits, dither, None if rate is None else int(rate))
 
 
@@ -371,14 +380,18 @@ class Explorer:
         max_seconds: float = 60.0,
         examples: Path | None = None,
         refit: bool = False,
+        log: Callable[[str], None] | None = None,
     ) -> Explorer:
         run_dir = run_directory(loaded)
         chunking = chunking or Chunking()
-        pca = load_or_fit_pca(
-            loaded, run_dir / "explore" / "pca.pt", components, pca_examples, chunking, refit
-        )
+        cache = run_dir / "explore" / "pca.pt"
+        pca = load_or_fit_pca(loaded, cache, components, pca_examples, chunking, refit, log)
         files = example_files(run_dir, examples)
         return cls(loaded, run_dir, pca, chunking, max_seconds, files)
+
+    def close(self) -> None:
+        """Remove the preview files."""
+        shutil.rmtree(self.preview_dir, ignore_errors=True)
 
     @property
     def presets_dir(self) -> Path:

@@ -229,6 +229,7 @@ def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 7860, block: 
             allowed_paths=allowed,
             show_error=True,
             quiet=True,
+            max_file_size="500mb",
             css=CSS,
         )
     except OSError as exc:  # the port is taken, the host is not this machine's

@@ -318,6 +318,8 @@ def test_export_writes_the_format_rate_and_depth_asked_for(tmp_path, fmt, rate, 
     assert info.format == fmt.upper() and info.subtype == subtype
     assert info.samplerate == (rate or RATE) and info.channels == 1
     assert abs(info.frames - 0.5 * (rate or RATE)) <= 1
+    again = export_audio(audio, RATE, tmp_path, "a sound/1", fmt, rate, bits)
+    assert again.name == f"a_sound_1-2.{fmt}" and path.is_file()  # never overwritten
 
 
 def test_export_refuses_what_cannot_be_written(tmp_path):

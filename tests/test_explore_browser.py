@@ -70,6 +70,7 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Explorer]]:
         yield f"http://127.0.0.1:{port}/", explorer
     finally:
         app.close()
+        explorer.close()
 
 
 @pytest.fixture
