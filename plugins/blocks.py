@@ -3,6 +3,9 @@
 Contract (kind `block`): `build(ctx, in_channels, out_channels, stride)` returns a module on
 [B, C, T]. A block with stride s maps T frames to T/s (encoder) or T·s (decoder) when T is a
 multiple of s.
+
+Blocks here: `residual_unit`, `encoder_block`, `decoder_block`, `noise_injection` (SNAC); the
+windowed attention block `local_attention` lives in plugins/attention.py.
 """
 
 from __future__ import annotations

@@ -12,6 +12,14 @@ Seed 001's LyraCodec VAE (experiments/lyracodec_vae.json) is these components wi
 that give its 255,858,050 parameters exactly: no weight norm, SnakeBeta everywhere, encoder
 kernels 7 (input) and 3 (output), decoder kernels 3 (input) and 7 (output), and every block's
 residual units at the block's input width (decoder order "units_first", transposed upsampling).
+
+The reference codecs in experiments/reference/ are these components too (tested against the
+packages in tests/test_reference_generators.py): DAC (weight norm, Snake, decoder order
+"upsample_first", tanh); SNAC (also depthwise units, noise after each upsampling, local_attention
+after the encoder's blocks and after the decoder's input conv, an identity activation and a
+depthwise k7 output conv in the encoder, a depthwise k7 + 1x1 decoder input conv); RAVE v2
+(LeakyReLU 0.2, no biases, "asymmetric" strided-conv padding, per-block dilations through
+`blocks`, amplitude in the second half).
 """
 
 from __future__ import annotations
