@@ -84,7 +84,10 @@ def _attention(
 class ConvStack(nn.Module):
     """input conv -> blocks -> output, with an optional `attention` block (encoder: after the
     blocks; decoder: before them). `hop_length` is the blocks' total stride, `frame_multiple`
-    the attention's (1 without)."""
+    the attention's (1 without). Submodules are registered in the order data flows through
+    them, so parameters come in the references' order (`lyra import` maps by position)."""
+
+    attention_first = False
 
     def __init__(
         self,
@@ -96,8 +99,11 @@ class ConvStack(nn.Module):
     ):
         super().__init__()
         self.input_conv = input_conv
+        if self.attention_first:
+            self.attention = attention
         self.blocks = nn.ModuleList(blocks)
-        self.attention = attention
+        if not self.attention_first:
+            self.attention = attention
         self.output = output
         self.hop_length = hop
         self.frame_multiple = int(getattr(attention, "frame_multiple", 1))
@@ -145,6 +151,8 @@ class ConvEncoder(ConvStack):
 
 class ConvDecoder(ConvStack):
     """input conv -> attention -> upsampling blocks -> waveform output."""
+
+    attention_first = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_conv(x)

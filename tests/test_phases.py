@@ -94,14 +94,14 @@ def test_loss_weights_per_phase(tmp_path):
         {
             "steps": 2,
             "phases": [
-                {"until": 1, "loss_weights": {"term": 0}},
+                {"until": 1, "loss_weights": {"kl": 0}},
                 {"loss_weights": {"l1": 0}},
             ],
         },
     )
-    assert "term" not in rec.metrics[1] and "l1" in rec.metrics[1]
+    assert "kl" not in rec.metrics[1] and "l1" in rec.metrics[1]
     assert "l1" not in rec.metrics[2] and rec.metrics[2]["loss"] == pytest.approx(
-        0.01 * rec.metrics[2]["term"]
+        0.01 * rec.metrics[2]["kl"]
     )
 
 

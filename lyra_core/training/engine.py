@@ -64,8 +64,12 @@ class WeightedLoss:
 
 
 def _loss_names(specs: tuple, plugins: Plugins, taken: tuple[str, ...] = ()) -> list[str]:
-    """Each loss's registered name, suffixed with its index where a name repeats."""
-    names = [plugins.registry.name_of(s)[1] for s in specs]
+    """Each loss's own `name` (a `term` loss: its term) or else its registered name, suffixed
+    with its index where a name repeats."""
+    names = [
+        s.name if isinstance(getattr(s, "name", None), str) else plugins.registry.name_of(s)[1]
+        for s in specs
+    ]
     return [
         n if names.count(n) == 1 and n not in taken else f"{n}_{i}" for i, n in enumerate(names)
     ]
