@@ -177,6 +177,7 @@ def test_a_pickled_package_is_refused_without_running_it(tmp_path, capsys):
         ("snac", SNAC_24KHZ, "snac_24khz.json"),
         ("snac", SNAC_32KHZ, "snac_32khz.json"),
         ("dac", {"quantizer_dropout": 0.5}, "dac_44khz.json"),
+        ("rave", {}, "rave_v2.json"),
     ],
 )
 def test_the_shipped_reference_specs_are_what_the_importers_produce(
@@ -230,3 +231,35 @@ def test_a_reference_spec_trains_at_a_reduced_size_and_fine_tunes_with_init(
     after = checkpoint.load(run / "checkpoints" / "last.pt")["model"]
     moved = [k for k in start if not torch.equal(start[k], after[k])]
     assert moved and set(after) == set(start)  # trained from the imported weights
+
+
+def test_a_rave_v2_checkpoint_imports_every_generator_weight_to_its_place(plugins, tmp_path):
+    """acids-rave cannot be installed here (see README), so its v2 encoder + generator state
+    dict is the key list and shapes recorded from the package (tests/data, 113 entries: 16,056,928
+    + 15,479,072 parameters), filled with random values, in a Lightning-style checkpoint."""
+    recorded = json.loads((ROOT / "tests" / "data" / "rave_v2_generator.json").read_text())
+    gen = torch.Generator().manual_seed(0)
+    state = {key: torch.randn(shape, generator=gen) for key, shape in recorded}
+    state["discriminator.conv.weight"] = torch.zeros(3)  # not imported
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "rave.ckpt")
+    assert lyra("import", "--from", "rave", tmp_path / "rave.ckpt", "-o", tmp_path / "run") == 0
+    lm = load_model(tmp_path / "run", plugins, device="cpu")
+    model = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["model"]
+    counts = {"encoder.": 0, "decoder.": 0}
+    for name, value in model.items():
+        for prefix in counts:
+            counts[prefix] += value.numel() if name.startswith(prefix) else 0
+    assert counts == {"encoder.": 16_056_928, "decoder.": 15_479_072}
+    g = "parametrizations.weight.original0"
+    assert torch.equal(model[f"encoder.input_conv.{g}"], state["encoder.encoder.net.0.weight_g"])
+    assert torch.equal(model[f"decoder.output.conv.{g}"], state["decoder.net.21.weight_g"])
+    audio = lm.model(torch.randn(1, 1, 4096)).reconstruction
+    assert audio.shape == (1, 1, 4096) and bool(torch.isfinite(audio).all())
+
+
+def test_a_rave_checkpoint_of_another_configuration_is_refused(tmp_path, capsys):
+    recorded = json.loads((ROOT / "tests" / "data" / "rave_v2_generator.json").read_text())
+    state = {key: torch.zeros(shape) for key, shape in recorded[:-2]}  # the output conv lost
+    torch.save(state, tmp_path / "rave.pt")
+    assert lyra("import", "--from", "rave", tmp_path / "rave.pt", "-o", tmp_path / "run") == 2
+    assert "weight tensors" in capsys.readouterr().err
