@@ -18,7 +18,14 @@ import gradio as gr
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.explore import SLIDER_RANGE, Explorer, Sound
+from lyra_core.explore import (
+    SLIDER_RANGE,
+    Explorer,
+    Sound,
+    list_presets,
+    load_preset,
+    save_preset,
+)
 
 RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000, 96000)
 CSS = "#lyra-message textarea {color: #b91c1c; font-weight: 600}"
@@ -58,10 +65,13 @@ def build_app(explorer: Explorer) -> gr.Blocks:
     ex, pca = explorer, explorer.pca
     examples = {p.name if p.parent.name.startswith("step-") else str(p): p for p in ex.examples}
 
-    def show(sound: Sound, values: list[float]) -> tuple:
+    def show(sound: Sound, values: list[float], new: bool = True) -> tuple:
+        """Outputs for a rendered sound; `new` also replaces the input's player."""
         audio = ex.render(sound, values)
         state = {"sound": sound, "audio": audio}
-        source = str(ex.preview(sound.source[0])) if sound.source is not None else None
+        source: Any = gr.skip()
+        if new:
+            source = str(ex.preview(sound.source[0])) if sound.source is not None else None
         return state, source, str(ex.preview(audio)), _metrics_table(ex.metrics(sound, audio))
 
     with gr.Blocks(title=f"Lyra explore: {ex.loaded.name}") as app:
@@ -158,30 +168,30 @@ def build_app(explorer: Explorer) -> gr.Blocks:
         def on_slider(current: dict | None, *values: float) -> tuple:
             if current is None:
                 raise LyraError("no sound yet: upload or pick a file, or sample the prior")
-            return show(current["sound"], list(values))
+            return show(current["sound"], list(values), new=False)
 
         @guarded(len(sliders) + len(shown))
         def on_reset(current: dict | None) -> tuple:
             zeros = [0.0] * len(sliders)
-            rest = show(current["sound"], zeros) if current else (gr.skip(),) * len(shown)
+            rest = (
+                show(current["sound"], zeros, new=False) if current else (gr.skip(),) * len(shown)
+            )
             return (*zeros, *rest)
 
         @guarded(1)
         def on_save(name: str, *values: float) -> tuple:
-            from lyra_core.explore import save_preset
-
             save_preset(ex.presets_dir, name or "", list(values), ex.loaded.spec_hash)
             gr.Info(f"saved preset {name.strip()!r}")
             return (gr.update(choices=explorer_presets(ex), value=name.strip()),)
 
         @guarded(len(sliders) + len(shown))
         def on_load(name: str | None, current: dict | None) -> tuple:
-            from lyra_core.explore import load_preset
-
             if not name:
                 raise LyraError("pick a preset to load")
             values = load_preset(ex.presets_dir, name, len(sliders))
-            rest = show(current["sound"], values) if current else (gr.skip(),) * len(shown)
+            rest = (
+                show(current["sound"], values, new=False) if current else (gr.skip(),) * len(shown)
+            )
             return (*values, *rest)
 
         @guarded(1)
@@ -209,8 +219,6 @@ def build_app(explorer: Explorer) -> gr.Blocks:
 
 
 def explorer_presets(ex: Explorer) -> list[str]:
-    from lyra_core.explore import list_presets
-
     return list_presets(ex.presets_dir)
 
 
