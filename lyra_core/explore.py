@@ -382,6 +382,8 @@ class Explorer:
         refit: bool = False,
         log: Callable[[str], None] | None = None,
     ) -> Explorer:
+        if components < 1 or pca_examples < 1 or max_seconds <= 0:
+            raise LyraError("explore: --components, --pca-examples and --max-seconds must be > 0")
         run_dir = run_directory(loaded)
         chunking = chunking or Chunking()
         cache = run_dir / "explore" / "pca.pt"

@@ -189,6 +189,8 @@ def test_pca_is_cached_as_plain_tensors_and_refitted_for_a_new_checkpoint(series
     assert fits == [1] and refitted.key != series.pca.key
     load_or_fit_pca(series.loaded, cache, 2, 64)  # other settings: refitted too
     assert fits == [1, 1]
+    with pytest.raises(LyraError, match="must be > 0"):
+        Explorer.open(series.loaded, components=0)
     cache.write_bytes(b"not a torch file")
     assert load_or_fit_pca(series.loaded, cache, 3, 64).count == 3  # a corrupt cache: refitted
 
