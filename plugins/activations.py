@@ -68,6 +68,8 @@ class _Kernels:
         except Exception as err:
             result = eager(*args)  # a caller's mistake (bad shapes) raises here, as it should
             err = getattr(err, "inner_exception", None) or err  # dynamo wraps the backend's error
+            if "RecompileLimit" in type(err).__name__:  # too many shapes/dtypes in one process:
+                return result  # the compiled ones stay fast, this one runs eager
             cls.failure = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             warnings.warn(
                 f"fused Snake: torch.compile failed ({cls.failure}); using eager kernels",
@@ -86,7 +88,7 @@ class _SnakeFunction(torch.autograd.Function):
         ctx.save_for_backward(x, alpha, beta)
         if beta.data_ptr() == alpha.data_ptr():  # Snake: one compiled graph for aliased inputs too
             beta = beta.clone()
-        return _Kernels.run("forward", x, alpha, beta)
+        return _Kernels.run("forward", x.contiguous(), alpha, beta)
 
     @staticmethod
     @once_differentiable
