@@ -1,24 +1,7 @@
-"""Importers of reference codecs (`lyra import --from snac|dac|rave`): config -> spec, weights.
-
-Contract (kind `importer`): `build(ctx)` returns a `lyra_core.interfaces.Importer`.
-
-A reference's generator is rebuilt from Lyra components whose parameters are created in the
-same order as the reference's (input conv, blocks, attention, output conv; quantizer levels;
-decoder), so the weights map by position: the i-th parameter of the reference goes to the i-th
-parameter of the Lyra model, after checking that both have the same shape and the same role
-(Snake α, bias, weight-norm magnitude g, direction v, plain weight). A mismatch names both
-tensors. Checkpoints are read with `torch.load(weights_only=True)`.
-
-Sources: SNAC, a directory with `config.json` and `pytorch_model.bin` (its Hugging Face layout)
-or a weights file with `--config`; DAC, the `.pth` file `DAC.save` writes (its kwargs inside);
-either, `default`: the installed package's model with random weights (SNAC: also `24khz` and
-`32khz`, its published configurations); RAVE, a v2.gin Lightning checkpoint (`.ckpt`) or its
-`state_dict` saved alone.
-"""
+"""SNAC and DAC: Snake conv stacks around a residual VQ (multi-scale for SNAC), DAC's recipe."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from pathlib import Path
@@ -28,46 +11,14 @@ import attrs
 import torch
 from torch import nn
 
-from lyra_core import BuildContext, LyraError, hookimpl
+from lyra_core import LyraError
 from lyra_core.interfaces import Importer
-
-# Leaf names of a state-dict key -> the role the tensor plays.
-ROLES = {
-    "alpha": "snake",
-    "bias": "bias",
-    "weight_g": "magnitude",
-    "original0": "magnitude",
-    "weight_v": "direction",
-    "original1": "direction",
-    "weight": "weight",
-}
-
-
-def role(key: str) -> str:
-    return ROLES.get(key.rsplit(".", 1)[-1], key.rsplit(".", 1)[-1])
-
-
-def map_by_position(
-    reference: dict[str, torch.Tensor], target: dict[str, torch.Tensor], what: str
-) -> dict[str, torch.Tensor]:
-    """`target`'s keys with `reference`'s tensors, matched by position, shape and role."""
-    ref_items, target_keys = list(reference.items()), list(target)
-    if len(ref_items) != len(target_keys):
-        raise LyraError(
-            f"{what}: the reference has {len(ref_items)} weight tensors and the Lyra model "
-            f"{len(target_keys)}; the checkpoint does not come from this configuration"
-        )
-    out = {}
-    for (ref_key, tensor), key in zip(ref_items, target_keys, strict=True):
-        want = target[key]
-        if tensor.shape != want.shape or role(ref_key) != role(key):
-            raise LyraError(
-                f"{what}: reference {ref_key} {list(tensor.shape)} does not fit Lyra {key} "
-                f"{list(want.shape)}; the checkpoint does not come from this configuration"
-            )
-        out[key] = tensor.to(want.dtype)
-    return out
-
+from lyra_plugins.importers.weights import (
+    load_weights,
+    onto_parameters,
+    reference_package,
+    signature_defaults,
+)
 
 # The configurations of SNAC's published models (its config.json files), by name.
 SNAC_CONFIGS: dict[str, dict[str, Any]] = {
@@ -100,45 +51,6 @@ SNAC_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 SNAC_BUFFERS = (".inv_freq", ".scale")  # its rotary embedding's tables, not weights
-
-
-def onto_parameters(
-    reference: dict[str, torch.Tensor], model: nn.Module, what: str
-) -> dict[str, torch.Tensor]:
-    """`model`'s state dict with every parameter taken from `reference` by position."""
-    params = {name: p.detach() for name, p in model.named_parameters()}
-    return {**model.state_dict(), **map_by_position(reference, params, what)}
-
-
-def load_weights(path: Path) -> dict[str, Any]:
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
-        raise LyraError(f"{path}: not a readable weights file ({reason})") from exc
-    if not isinstance(data, dict):
-        raise LyraError(f"{path}: expected a dict of weights, got a {type(data).__name__}")
-    return data
-
-
-def signature_defaults(cls: type) -> dict[str, Any]:
-    return {
-        k: p.default
-        for k, p in inspect.signature(cls).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-
-
-def reference_package(module: str, distribution: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise LyraError(
-            f"'default' builds the reference model from its package: pip install {distribution} "
-            f"({exc})"
-        ) from exc
 
 
 def conv_stacks(
@@ -384,170 +296,3 @@ class DACImporter(Importer):
         self, state: dict[str, torch.Tensor], config: dict[str, Any], model: nn.Module
     ) -> dict[str, torch.Tensor]:
         return onto_parameters(state, model, "dac")
-
-
-WEIGHT_ROLES = {"snake", "bias", "magnitude", "direction", "weight"}
-
-
-def rave_v2_experiment() -> dict[str, Any]:
-    """RAVE v2 (v2.gin over v1.gin) as a Lyra spec: 16-band PQMF, bias-free weight-normed conv
-    stacks with LeakyReLU(0.2), a softplus Gaussian latent of 128, two phases."""
-    leaky = {"type": "leaky_relu", "negative_slope": 0.2}
-    common = {"kernel_size": 3, "activation": leaky, "weight_norm": True, "bias": False}
-    dilations = [[1, 3, 9], [1, 3, 9], [1, 3, 9], [1, 3]]
-    stack = {"base_channels": 96, "c_mults": [2, 4, 8, 16], "activation": leaky}
-    stack |= {"weight_norm": True, "bias": False}
-    encoder = {
-        "type": "conv_encoder",
-        **stack,
-        "strides": [4, 4, 4, 2],
-        "blocks": [
-            {"type": "encoder_block", "dilations": d, **common, "padding": "asymmetric"}
-            for d in dilations
-        ],
-        "input_kernel": 7,
-        "output_kernel": 3,
-    }
-    up = {"order": "upsample_first", "upsample": "transposed"}
-    decoder = {
-        "type": "conv_decoder",
-        **stack,
-        "strides": [2, 4, 4, 4],
-        "blocks": [
-            {"type": "decoder_block", "dilations": d, **common, **up} for d in dilations[::-1]
-        ],
-        "input_kernel": 3,
-        "output_kernel": 7,
-        "amplitude_modulation": True,
-        "amplitude_half": "second",
-        "tanh": True,
-    }
-    adam = {"type": "adam", "lr": 1e-4, "betas": [0.5, 0.9]}
-    matching = {"type": "feature_matching", "weight": 20.0, "distance": "relative_l1"}
-    matching |= {"over_layers": "mean", "over_discriminators": "sum"}
-    return {
-        "name": "rave_v2",
-        "seed": 0,
-        "data": {
-            "dataset": {"type": "synthetic"},
-            "sample_rate": 44100,
-            "channels": 1,
-            "segment_length": 131072,
-            "batch_size": 8,
-        },
-        "model": {
-            "type": "autoencoder",
-            "filterbank": {"type": "pqmf", "bands": 16},
-            "encoder": encoder,
-            "bottleneck": {
-                "type": "gaussian",
-                "latent_dim": 128,
-                "scale": "softplus",
-                "kl_reduction": "sum_latent",
-            },
-            "decoder": decoder,
-        },
-        "losses": [
-            {"type": "multiscale_spectral"},
-            {
-                "type": "term",
-                "name": "kl",
-                "schedule": {"type": "log_linear", "start": 1e-6, "end": 0.05, "end_step": 20000},
-            },
-        ],
-        "training": {
-            "steps": 2000000,
-            "optimizer": adam,
-            "adversarial": {
-                "discriminator": {
-                    "type": "combined",
-                    "members": [
-                        {"type": "mpd", "periods": [2, 3, 5, 7, 11]},
-                        {"type": "msd", "scales": 3},
-                    ],
-                },
-                "losses": [{"type": "hinge"}, matching],
-                "optimizer": adam,
-            },
-            "phases": [
-                {"name": "representation", "until": 1000000},
-                {
-                    "name": "adversarial",
-                    "adversarial": True,
-                    "discriminator_every": 4,
-                    "frozen": ["encoder"],
-                },
-            ],
-        },
-    }
-
-
-@attrs.frozen
-class RAVEImporter(Importer):
-    """RAVE v2 (acids-rave 2.3.1, v2.gin): its encoder and generator; the discriminator is not
-    imported (a fine-tune starts it afresh)."""
-
-    def read(
-        self, source: str, config: dict[str, Any] | None = None
-    ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        if source == "default":
-            raise LyraError(
-                "rave: acids-rave cannot be installed beside Lyra (it pins scipy 1.10); give "
-                "a checkpoint (.ckpt) of a v2.gin model"
-            )
-        try:
-            data = load_weights(Path(source))
-        except LyraError as exc:
-            raise LyraError(
-                f"{exc}\nif the Lightning checkpoint holds more than weights, save its "
-                "'state_dict' alone where you trust it: "
-                "torch.save(torch.load(CKPT)['state_dict'], 'rave_weights.pt')"
-            ) from exc
-        state = data.get("state_dict", data)
-        return {"config": "v2", **(config or {})}, state
-
-    def experiment(self, config: dict[str, Any]) -> dict[str, Any]:
-        if config.get("config", "v2") != "v2":
-            raise LyraError(f"rave: only the v2.gin configuration is supported, not {config}")
-        return rave_v2_experiment()
-
-    def convert(
-        self, state: dict[str, torch.Tensor], config: dict[str, Any], model: nn.Module
-    ) -> dict[str, torch.Tensor]:
-        weights = {
-            k: v
-            for k, v in state.items()
-            if k.startswith(("encoder.", "decoder.")) and role(k) in WEIGHT_ROLES
-        }
-        return onto_parameters(weights, model, "rave (v2.gin)")
-
-
-@attrs.frozen(kw_only=True)
-class RAVEImporterSpec:
-    """Import RAVE v2 checkpoints (encoder + generator) as the `rave_v2` spec."""
-
-    def build(self, ctx: BuildContext) -> Importer:
-        return RAVEImporter()
-
-
-@attrs.frozen(kw_only=True)
-class SNACImporterSpec:
-    """Import SNAC checkpoints (24/32/44 kHz configs) as `autoencoder` + `rvq` specs."""
-
-    def build(self, ctx: BuildContext) -> Importer:
-        return SNACImporter()
-
-
-@attrs.frozen(kw_only=True)
-class DACImporterSpec:
-    """Import DAC checkpoints (`DAC.save` files) as `autoencoder` + `rvq` specs."""
-
-    def build(self, ctx: BuildContext) -> Importer:
-        return DACImporter()
-
-
-@hookimpl
-def lyra_register_components(registry) -> None:
-    registry.add("importer", "snac", SNACImporterSpec)
-    registry.add("importer", "dac", DACImporterSpec)
-    registry.add("importer", "rave", RAVEImporterSpec)
