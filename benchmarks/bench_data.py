@@ -149,13 +149,7 @@ def demo_step_seconds(runs: int) -> tuple[float, float]:
     registry = load_plugins().registry
     spec = load_spec(DEMO, registry)
     data = spec.data
-    ctx = BuildContext(
-        registry=registry,
-        sample_rate=data.sample_rate,
-        channels=data.channels,
-        segment_length=data.segment_length,
-        seed=spec.seed,
-    )
+    ctx = spec.context(registry)
     model = spec.model.build(ctx)
     losses = [loss.build(ctx) for loss in spec.losses]
     optimizer = spec.training.optimizer.build(ctx, model.parameters())
@@ -178,13 +172,7 @@ def test_demo_pipeline_vs_training_step(benchmark, tmp_path, source):
     registry = load_plugins().registry
     spec = load_spec(DEMO, registry)
     data = spec.data
-    ctx = BuildContext(
-        registry=registry,
-        sample_rate=data.sample_rate,
-        channels=data.channels,
-        segment_length=data.segment_length,
-        seed=spec.seed,
-    )
+    ctx = spec.context(registry)
     if source == "audio_folder":
         write_wavs(tmp_path / "wav", 0.5 if benchmark.disabled else 2.0, rate=data.sample_rate)
         folder = AudioFolderSpec(paths=(str(tmp_path / "wav"),), cache_dir=str(tmp_path / "c"))

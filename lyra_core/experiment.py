@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from lyra_core.context import BuildContext
 from lyra_core.kinds import (
     Adversarial,
     Augmentation,
@@ -20,6 +21,9 @@ from lyra_core.kinds import (
 )
 from lyra_core.spec import param
 from lyra_core.validators import positive
+
+if TYPE_CHECKING:
+    from lyra_core.registry import Registry
 
 
 @attrs.frozen(kw_only=True)
@@ -140,3 +144,15 @@ class ExperimentSpec:
     losses: tuple[Loss, ...] = param((), doc="weighted losses summed into the objective")
     training: TrainingSpec = param(doc="the training section")
     tracking: Tracker | None = param(None, doc="experiment tracker (none: the default mlflow)")
+
+    def context(self, registry: Registry, device: str = "cpu") -> BuildContext:
+        """The build context of this experiment's audio format and seed."""
+        d = self.data
+        return BuildContext(
+            registry=registry,
+            sample_rate=d.sample_rate,
+            channels=d.channels,
+            segment_length=d.segment_length,
+            device=device,
+            seed=self.seed,
+        )

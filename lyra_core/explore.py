@@ -30,7 +30,6 @@ import soundfile as sf
 import torch
 
 from lyra_core.audio_files import BIT_DEPTHS, read_audio, write_audio
-from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.inference import (
     Chunking,
@@ -159,14 +158,7 @@ def validation_latents(
     The validation data is built from the run's resolved spec as training builds it.
     """
     d = loaded.spec.data
-    ctx = BuildContext(
-        registry=loaded.registry,
-        sample_rate=d.sample_rate,
-        channels=d.channels,
-        segment_length=d.segment_length,
-        device="cpu",
-        seed=loaded.spec.seed,
-    )
+    ctx = loaded.spec.context(loaded.registry)
     dataset = d.dataset.build(ctx, "validation")
     n = min(len(dataset), max_examples)
     if n < 1:

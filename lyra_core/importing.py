@@ -36,14 +36,7 @@ def importer(plugins: Plugins, name: str) -> Importer:
 
 
 def build_model(spec: ExperimentSpec, registry: Any) -> torch.nn.Module:
-    d = spec.data
-    ctx = BuildContext(
-        registry=registry,
-        sample_rate=d.sample_rate,
-        channels=d.channels,
-        segment_length=d.segment_length,
-        seed=spec.seed,
-    )
+    ctx = spec.context(registry)
     return spec.model.build(ctx)
 
 

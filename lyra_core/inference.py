@@ -221,15 +221,7 @@ def load_model(
             f"warning: plugin versions differ from training: {', '.join(changed)}", file=sys.stderr
         )
     dev = pick_device(device)
-    d = spec.data
-    ctx = BuildContext(
-        registry=plugins.registry,
-        sample_rate=d.sample_rate,
-        channels=d.channels,
-        segment_length=d.segment_length,
-        device=str(dev),
-        seed=spec.seed,
-    )
+    ctx = spec.context(plugins.registry, str(dev))
     model = spec.model.build(ctx)
     if not isinstance(model, AudioModel):
         raise LyraError(f"{path}: the model is a {type(model).__name__}, not an AudioModel")

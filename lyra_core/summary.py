@@ -199,13 +199,7 @@ def summarize_spec(
 ) -> Summary:
     """Build the spec's model on `meta` and summarise it on [1, channels, segment or seconds]."""
     data = spec.data
-    ctx = BuildContext(
-        registry=registry,
-        sample_rate=data.sample_rate,
-        channels=data.channels,
-        segment_length=data.segment_length,
-        seed=spec.seed,
-    )
+    ctx = spec.context(registry)
     if seconds is not None and seconds <= 0:
         raise LyraError(f"--seconds must be positive, got {seconds}")
     length = data.segment_length if seconds is None else max(1, round(seconds * data.sample_rate))

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from lyra_core import checkpoint
-from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.plugins import Plugins
@@ -90,14 +89,7 @@ class Trainer:
         self.hook = plugins.hook
         t, d = spec.training, spec.data
         torch.manual_seed(spec.seed)
-        self.ctx = BuildContext(
-            registry=plugins.registry,
-            sample_rate=d.sample_rate,
-            channels=d.channels,
-            segment_length=d.segment_length,
-            device=str(self.dist.device),
-            seed=spec.seed,
-        )
+        self.ctx = spec.context(plugins.registry, str(self.dist.device))
         model = spec.model.build(self.ctx).to(self.dist.device)
         self.model = model
         self.losses = [
