@@ -225,12 +225,14 @@ class PeriodDiscriminator(nn.Module):
     """Folds [B, C, T] into [B, C, T/p, p] (padding T to a multiple of p) and runs a Conv2d stack
     over the T/p axis, so each column holds the samples p apart."""
 
-    def __init__(self, period: int, stack: ConvStack):
+    def __init__(self, period: int, stack: ConvStack, whole_period: bool = False):
         super().__init__()
-        self.period, self.stack = period, stack
+        self.period, self.stack, self.whole_period = period, stack, whole_period
 
     def fold(self, x: torch.Tensor) -> torch.Tensor:
         pad = -x.shape[-1] % self.period
+        if self.whole_period:  # DAC: p − T mod p, so a whole period when T is a multiple
+            pad = self.period - x.shape[-1] % self.period
         if pad:  # reflect like HiFi-GAN and DAC; zeros only when the audio is shorter than pad
             x = F.pad(x, (0, pad), mode="reflect" if pad < x.shape[-1] else "constant")
         return x.view(x.shape[0], x.shape[1], -1, self.period)
@@ -245,7 +247,8 @@ class MultiPeriodDiscriminator(_Judge):
     def __init__(self, spec: MPDSpec, ctx: BuildContext):
         super().__init__("mpd", ctx.channels)
         self.periods = nn.ModuleList(
-            PeriodDiscriminator(p, self._stack(spec, ctx)) for p in spec.periods
+            PeriodDiscriminator(p, self._stack(spec, ctx), spec.pad == "whole_period")
+            for p in spec.periods
         )
 
     @staticmethod
@@ -283,6 +286,11 @@ class MPDSpec:
     stride: int = param(3, doc="stride (s, 1) of the hidden convs but the last", validator=positive)
     norm: Norm = param("weight", doc=NORM_DOC)
     activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
+    pad: Literal["to_multiple", "whole_period"] = param(
+        "to_multiple",
+        doc="reflect-pad T to a multiple of the period (HiFi-GAN), or by p − T mod p, a whole "
+        "period when T is already a multiple (DAC)",
+    )
 
     def build(self, ctx: BuildContext) -> Discriminator:
         return MultiPeriodDiscriminator(self, ctx)
@@ -299,6 +307,9 @@ class BandedSpectrogramDiscriminator(nn.Module):
     def __init__(self, window: int, spec: MRSDSpec, ctx: BuildContext):
         super().__init__()
         self.n_fft, self.hop = window, max(1, round(window * spec.hop_factor))
+        self.match_stride = spec.framing == "match_stride"
+        if self.match_stride and self.hop != window // 4:
+            raise BuildError("mrsd.framing", "match_stride needs hop_factor 0.25")
         self.register_buffer("window", torch.hann_window(window), persistent=False)
         bins = window // 2 + 1
         self.bands = [(int(lo * bins), int(hi * bins)) for lo, hi in pairwise(spec.bands)]
@@ -326,10 +337,16 @@ class BandedSpectrogramDiscriminator(nn.Module):
     def spectrogram(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, T] audio to [B, 2C, frames, bins] (per channel: real, imaginary), in float32."""
         batch, channels, length = x.shape
-        pad_mode = "reflect" if length > self.n_fft // 2 else "constant"
+        x = x.float().reshape(batch * channels, length)
+        if self.match_stride:  # frames = ceil(T / hop), aligned like a strided conv's
+            side = (self.n_fft - self.hop) // 2
+            right = -length % self.hop
+            mode = "reflect" if side + right < length else "constant"
+            x = F.pad(x[:, None], (side, side + right), mode=mode)[:, 0]
+        pad_mode = "reflect" if x.shape[-1] > self.n_fft // 2 else "constant"
         with torch.autocast(x.device.type, enabled=False):
             stft = torch.stft(
-                x.float().reshape(batch * channels, length),
+                x,
                 self.n_fft,
                 self.hop,
                 window=self.window,
@@ -337,6 +354,8 @@ class BandedSpectrogramDiscriminator(nn.Module):
                 pad_mode=pad_mode,
                 return_complex=True,
             )
+        if self.match_stride:
+            stft = stft[..., 2:-2]  # the frames that only the padding added
         parts = torch.view_as_real(stft)  # [B·C, bins, frames, 2]
         parts = parts.view(batch, channels, *parts.shape[1:]).permute(0, 1, 4, 3, 2)
         return parts.reshape(batch, 2 * channels, parts.shape[-2], parts.shape[-1])
@@ -396,6 +415,12 @@ class MRSDSpec:
     )
     norm: Norm = param("weight", doc=NORM_DOC)
     activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
+    framing: Literal["centered", "match_stride"] = param(
+        "centered",
+        doc="centered: torch.stft's centred frames; match_stride (DAC, audiotools): reflect-pad "
+        "(window − hop)/2 each side and T up to a multiple of the hop, drop 2 frames at each "
+        "end, so frames = ceil(T / hop) (needs hop_factor 0.25)",
+    )
 
     def build(self, ctx: BuildContext) -> Discriminator:
         return MultiResolutionSpectralDiscriminator(self, ctx)
@@ -407,11 +432,15 @@ class MRSDSpec:
 class CombinedDiscriminator(Discriminator):
     """The members' critiques, concatenated in the members' order."""
 
-    def __init__(self, members: Sequence[Discriminator]):
+    def __init__(self, members: Sequence[Discriminator], peak: float | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.peak = peak
 
     def forward(self, x: torch.Tensor) -> list[Critique]:
+        if self.peak is not None:  # DAC: no DC, each example's peak at `peak`
+            x = x - x.mean(dim=-1, keepdim=True)
+            x = self.peak * x / (x.abs().amax(dim=-1, keepdim=True) + 1e-9)
         return [critique for member in self.members for critique in member(x)]
 
 
@@ -428,6 +457,12 @@ class CombinedSpec:
         doc="the discriminators; their critiques are concatenated in this order",
         validator=_not_empty,
     )
+    normalize_peak: float | None = param(
+        None,
+        doc="DAC: remove each example's DC offset and scale its peak (per channel) to this "
+        "value (0.8) before the members judge it; none: judge the audio as it is",
+        validator=attrs.validators.optional(attrs.validators.gt(0.0)),
+    )
 
     @classmethod
     def example(cls) -> CombinedSpec:
@@ -443,7 +478,7 @@ class CombinedSpec:
                     f"built a {type(built).__name__}, not a lyra_core.interfaces.Discriminator",
                 )
             members.append(built)
-        return CombinedDiscriminator(members)
+        return CombinedDiscriminator(members, self.normalize_peak)
 
 
 @hookimpl

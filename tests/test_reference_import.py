@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 from dac.model import DAC
+from dac.model.discriminator import Discriminator as DACDiscriminator
 from snac import SNAC
 
 from lyra_core import checkpoint
@@ -19,7 +20,7 @@ from lyra_core.cli import main
 from lyra_core.importing import importer
 from lyra_core.inference import load_model
 from lyra_core.loader import load_spec, resolved, validate_data
-from lyra_plugins.importers import SNAC_CONFIGS, signature_defaults
+from lyra_plugins.importers import SNAC_CONFIGS, map_by_position, signature_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "experiments" / "reference"
@@ -263,3 +264,22 @@ def test_a_rave_checkpoint_of_another_configuration_is_refused(tmp_path, capsys)
     torch.save(state, tmp_path / "rave.pt")
     assert lyra("import", "--from", "rave", tmp_path / "rave.pt", "-o", tmp_path / "run") == 2
     assert "weight tensors" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_the_recipes_discriminator_is_dacs(plugins):
+    """The reference specs' MPD + MRSD (DAC's padding, STFT framing and input normalisation)
+    judge like DAC's Discriminator() with the same weights: 42,519,760 parameters, same maps."""
+    torch.manual_seed(0)
+    ref = DACDiscriminator(sample_rate=44100).eval()
+    spec = load_spec(REFERENCE / "dac_44khz.json", plugins.registry)
+    ours = spec.training.adversarial.discriminator.build(spec.context(plugins.registry)).eval()
+    params = {k: p.detach() for k, p in ours.named_parameters()}
+    assert sum(p.numel() for p in params.values()) == 42_519_760
+    ours.load_state_dict({**ours.state_dict(), **map_by_position(ref.state_dict(), params, "d")})
+    for length in (8192, 5001):  # a multiple of every period's and hop's, and not
+        x = 0.3 * torch.randn(2, 1, length) + 0.1
+        for theirs, critique in zip(ref(x), ours(x), strict=True):
+            torch.testing.assert_close(critique.logits, theirs[-1], atol=1e-4, rtol=1e-5)
+            for a, b in zip(critique.features, theirs[:-1], strict=True):
+                torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)

@@ -125,9 +125,13 @@ def dac_recipe(name: str, sample_rate: int, segment: int, batch: int) -> dict[st
             "scheduler": decay,
             "grad_clip": 1000.0,
             "adversarial": {
-                "discriminator": {
+                "discriminator": {  # DAC's Discriminator(), exactly (tested)
                     "type": "combined",
-                    "members": [{"type": "mpd"}, {"type": "mrsd"}],
+                    "members": [
+                        {"type": "mpd", "pad": "whole_period"},
+                        {"type": "mrsd", "framing": "match_stride"},
+                    ],
+                    "normalize_peak": 0.8,
                 },
                 "losses": [{"type": "lsgan"}, {"type": "feature_matching", "weight": 2.0}],
                 "optimizer": adamw,
