@@ -316,3 +316,31 @@ def test_defaults_follow_the_references(registry):
     ]
     with torch.no_grad():
         assert len(mrsd(audio(1, 4096, batch=1))) == 3
+
+
+@pytest.mark.parametrize("length", [64, 1000, 1024, 1025])
+def test_dac_framing_gives_ceil_length_over_hop_frames(lyra_registry, length):
+    mrsd = build(lyra_registry, {**SMALL["mrsd"], "framing": "match_stride"})
+    for window, resolution in zip((256, 128), mrsd.resolutions, strict=True):
+        spectrum = resolution.spectrogram(audio(1, length))
+        assert spectrum.shape[-2] == math.ceil(length / (window // 4))
+
+
+def test_dac_padding_adds_a_whole_period_to_a_multiple(lyra_registry):
+    mpd = build(lyra_registry, {**SMALL["mpd"], "pad": "whole_period"})
+    plain = build(lyra_registry, SMALL["mpd"])
+    x = audio(1, 66)  # a multiple of 2, 3 and 11, not of 5
+    for ours, theirs, p in zip(mpd.periods, plain.periods, (2, 3, 5, 11), strict=True):
+        assert ours.fold(x).shape[-2] == 66 // p + 1
+        assert theirs.fold(x).shape[-2] == math.ceil(66 / p)
+
+
+def test_peak_normalisation_makes_the_judgement_gain_and_offset_free(lyra_registry):
+    members = [SMALL["mpd"]]
+    spec = {"type": "combined", "members": members, "normalize_peak": 0.8}
+    combined = build(lyra_registry, spec).eval()
+    x = audio(1, 512)
+    with torch.no_grad():
+        a, b = combined(x), combined(3.0 * x + 0.5)
+    for one, other in zip(a, b, strict=True):
+        torch.testing.assert_close(one.logits, other.logits, atol=1e-5, rtol=1e-4)
