@@ -14,16 +14,14 @@ quantizer dropout cut off at that level, averaged over the batch and summed over
 SNAC trains without these terms in its code; here its configuration gets them too.
 
 State dicts: `quantizers.{i}.in_proj`, `quantizers.{i}.out_proj` (weight-normalised through
-`torch.nn.utils.parametrizations`) and `quantizers.{i}.codebook`, so SNAC's quantizer keys map
-one for one; DAC's (the older `weight_g`/`weight_v` weight norm) go through
-`reference_state_dict_to_lyra`.
+`torch.nn.utils.parametrizations`) and `quantizers.{i}.codebook`, the references' order, so
+`lyra import` maps SNAC's and DAC's weights by position.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import re
 
 import attrs
 import torch
@@ -34,42 +32,6 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import QuantizingBottleneck
 from lyra_core.validators import positive
-
-# X.weight_g / X.weight_v (torch.nn.utils.weight_norm) or X.parametrizations.weight.original0/1
-_WEIGHT_NORM_KEY = re.compile(r"^(.*)\.(?:weight_([gv])|parametrizations\.weight\.original([01]))$")
-
-
-def reference_state_dict_to_lyra(
-    state: dict[str, torch.Tensor], weight_norm: bool = True
-) -> dict[str, torch.Tensor]:
-    """A DAC or SNAC quantizer state dict (keys `quantizers.{i}...`) in this module's layout.
-
-    Legacy weight-norm keys `X.weight_g`/`X.weight_v` (DAC) become
-    `X.parametrizations.weight.original0`/`original1`; parametrized keys (SNAC) pass unchanged.
-    With `weight_norm=False` (a target built without weight norm) either form is folded into a
-    plain `X.weight` = g·v/‖v‖ (norm over all but the output dimension). Other keys pass as they
-    are; strip any prefix (e.g. `quantizer.`) before calling.
-    """
-    out: dict[str, torch.Tensor] = {}
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        match = _WEIGHT_NORM_KEY.match(key)
-        if match:
-            prefix, legacy, index = match.groups()
-            pairs.setdefault(prefix, {})["g" if (legacy or index) in ("g", "0") else "v"] = value
-        else:
-            out[key] = value
-    for prefix, gv in pairs.items():
-        if set(gv) != {"g", "v"}:
-            raise LyraError(f"weight-norm parameters of '{prefix}' are incomplete: {sorted(gv)}")
-        if weight_norm:
-            out[f"{prefix}.parametrizations.weight.original0"] = gv["g"]
-            out[f"{prefix}.parametrizations.weight.original1"] = gv["v"]
-        else:
-            v = gv["v"]
-            norm = v.flatten(1).norm(dim=1).view(-1, *([1] * (v.dim() - 1)))
-            out[f"{prefix}.weight"] = gv["g"] * v / norm
-    return out
 
 
 def _pointwise(in_channels: int, out_channels: int, weight_norm: bool) -> nn.Module:
