@@ -18,18 +18,6 @@ from lyra_core.loader import load_spec
 from lyra_core.registry import Registry
 
 
-def data_context(spec: ExperimentSpec, registry: Registry) -> BuildContext:
-    """The build context a run gives its dataset: the data section's format and the seed."""
-    data = spec.data
-    return BuildContext(
-        registry=registry,
-        sample_rate=data.sample_rate,
-        channels=data.channels,
-        segment_length=data.segment_length,
-        seed=spec.seed,
-    )
-
-
 def _dataset_method(spec: ExperimentSpec, registry: Registry, method: str, command: str) -> Any:
     dataset = spec.data.dataset
     fn = getattr(dataset, method, None)
@@ -44,7 +32,7 @@ def run_dataset_command(
 ) -> str:
     """`prepare` or `stats` for the dataset of the spec at `path`: the report to print."""
     spec = load_spec(path, registry, overrides)
-    report = _dataset_method(spec, registry, command, command)(data_context(spec, registry))
+    report = _dataset_method(spec, registry, command, command)(spec.context(registry))
     return str(report)
 
 
@@ -68,7 +56,7 @@ def synth(
         raise LyraError(f"--minutes must be positive, got {minutes}")
     if spec_path is not None:
         spec = load_spec(spec_path, registry, overrides)
-        ctx = data_context(spec, registry)
+        ctx = spec.context(registry)
         dataset = spec.data.dataset
         if registry.name_of(dataset)[1] != "synthetic":
             dataset = registry.get("dataset", "synthetic").spec()
