@@ -27,9 +27,8 @@ from torch.utils.data import DataLoader
 from lyra_core import BuildContext
 from lyra_core.loader import load_spec
 from lyra_core.plugins import load_plugins
-from lyra_plugins import audio_io
 from lyra_plugins.augmentations import DequantizeSpec, PhaseMangleSpec, RandomCropSpec
-from lyra_plugins.datasets import AudioFolderSpec, SyntheticSpec
+from lyra_plugins.datasets import AudioFolderSpec, SyntheticSpec, audio_io
 
 RATE, CHANNELS, SEGMENT, BATCH = 44100, 2, 32768, 8
 DEMO = Path(__file__).resolve().parents[1] / "experiments" / "snake_pqmf.json"

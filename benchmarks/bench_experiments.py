@@ -29,9 +29,9 @@ import torch
 from lyra_core.errors import LyraError
 from lyra_core.loader import load_spec, read_spec_file, resolved
 from lyra_core.plugins import load_plugins
+from lyra_core.runs.rundir import RunDir
 from lyra_core.training.data import batch_stream
 from lyra_core.training.engine import Trainer
-from lyra_core.training.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_ENV = "LYRA_BENCH_SPECS"

@@ -1,6 +1,6 @@
 """Trackers: `mlflow` (the default) and `none`.
 
-Contract (kind `tracker`): `build(ctx)` -> a `lyra_core.tracking.Tracker`. The trainer wraps it
+Contract (kind `tracker`): `build(ctx)` -> a `lyra_core.runs.tracking.Tracker`. The trainer wraps it
 in `SafeTracker`, so a tracker may raise: training goes on and metrics stay in the run directory.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from lyra_core import BuildContext, hookimpl, param
-from lyra_core.tracking import Tracker
+from lyra_core.runs.tracking import Tracker
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call

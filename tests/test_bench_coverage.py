@@ -91,7 +91,7 @@ def test_a_third_party_component_shows_up_with_no_code(tmp_path):
 
 
 def test_bench_command_selects_node_ids(tmp_path):
-    from lyra_core import bench
+    from lyra_core.cli import bench
 
     folder = bench.benchmarks_dir()
     args, env = bench.pytest_command(folder, kind="activation", spec="snake", storage=tmp_path)
@@ -117,7 +117,7 @@ def test_bench_command_selects_node_ids(tmp_path):
     ],
 )
 def test_bench_mistakes_are_lyra_errors(options, message):
-    from lyra_core import bench
+    from lyra_core.cli import bench
     from lyra_core.errors import LyraError
 
     with pytest.raises(LyraError, match=message):
@@ -154,7 +154,7 @@ def saved_run(storage: Path, number: int, median: float) -> Path:
 
 
 def test_table_of_the_latest_saved_run(tmp_path):
-    from lyra_core import bench
+    from lyra_core.cli import bench
 
     saved_run(tmp_path, 1, 2.0)
     latest = saved_run(tmp_path, 2, 0.0123)
@@ -175,7 +175,7 @@ def test_table_of_the_latest_saved_run(tmp_path):
 
 
 def test_table_without_saved_runs_says_what_to_do(tmp_path):
-    from lyra_core import bench
+    from lyra_core.cli import bench
     from lyra_core.errors import LyraError
 
     with pytest.raises(LyraError, match="make bench"):

@@ -13,7 +13,7 @@ from lyra_core import BuildContext, LyraError, SpecError
 from lyra_core.spec import structure
 from lyra_core.testing import check_component
 from lyra_plugins.bottlenecks import RealNVPSpec, gaussian_kl
-from lyra_plugins.flows import RealNVP
+from lyra_plugins.bottlenecks.flows import RealNVP
 
 NAMES = ["gaussian", "deterministic", "single_vector", "realnvp"]
 

@@ -17,9 +17,8 @@ from torch.utils.data import DataLoader
 from lyra_core import BuildContext, LyraError, SpecError
 from lyra_core.spec import structure
 from lyra_core.testing import check_component
-from lyra_plugins import audio_io
-from lyra_plugins.data_cache import BLOCK, AudioCache, block_energy, segment_mean_square
-from lyra_plugins.datasets import AudioFolderSpec, FolderDataset, SyntheticSpec, unit_hash
+from lyra_plugins.datasets import AudioFolderSpec, FolderDataset, SyntheticSpec, audio_io, unit_hash
+from lyra_plugins.datasets.cache import BLOCK, AudioCache, block_energy, segment_mean_square
 
 RATE = 8000
 SEGMENT = 2048

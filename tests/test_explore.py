@@ -13,11 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from lyra_core import checkpoint, explore
 from lyra_core.cli import main
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
-from lyra_core.explore import (
+from lyra_core.explore import explorer as explore
+from lyra_core.explore.explorer import (
     PCA,
     Explorer,
     apply_sliders,
@@ -28,9 +28,10 @@ from lyra_core.explore import (
     load_preset,
     save_preset,
 )
-from lyra_core.inference import load_model
 from lyra_core.loader import resolved, validate_data
 from lyra_core.plugins import load_plugins
+from lyra_core.runs import checkpoint
+from lyra_core.runs.model import load_model
 
 RATE = 8000
 EAGER_SNAKE = {"type": "snake", "implementation": "eager"}
@@ -372,7 +373,7 @@ def test_bad_uploads_are_one_clear_message(series, tmp_path):
 
 def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` raises ImportError
-    monkeypatch.delitem(sys.modules, "lyra_core.explore_ui", raising=False)
+    monkeypatch.delitem(sys.modules, "lyra_core.explore.explorer.page", raising=False)
     assert main(["explore", "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: lyra explore needs Gradio: install with pip install -e '.[explore]'"]
@@ -380,7 +381,7 @@ def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys, 
 
 def test_importing_lyra_never_imports_gradio():
     code = (
-        "import sys, lyra_core, lyra_core.cli, lyra_core.explore; "
+        "import sys, lyra_core, lyra_core.cli, lyra_core.explore.explorer; "
         "lyra_core.cli.build_parser(); assert 'gradio' not in sys.modules, 'gradio imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

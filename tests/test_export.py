@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lyra_core import checkpoint
 from lyra_core.cli import main
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
-from lyra_core.export import build_torchscript, export_onnx
-from lyra_core.inference import load_model
+from lyra_core.inference.export import build_torchscript, export_onnx
 from lyra_core.loader import resolved, validate_data
 from lyra_core.plugins import load_plugins
+from lyra_core.runs import checkpoint
+from lyra_core.runs.model import load_model
 from tests.test_inference import TINY
 
 # Run in a fresh interpreter: no site (so no .pth files and no editable Lyra), no user paths,

@@ -12,22 +12,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from lyra_core import checkpoint
-from lyra_core.audio_files import quantize, read_audio, write_audio
 from lyra_core.cli import main
 from lyra_core.errors import LyraError
-from lyra_core.inference import (
-    Chunking,
-    decode_latent,
-    encode_audio,
-    load_model,
-    reconstruct_audio,
-    slerp,
-    spec_hash,
-)
 from lyra_core.loader import resolved
 from lyra_core.plugins import load_plugins
-from lyra_core.training import _spec_hash, train  # the run's lyra.spec_hash tag
+from lyra_core.runs import checkpoint
+from lyra_core.runs.audio import quantize, read_audio, write_audio
+from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, reconstruct_audio, slerp
+from lyra_core.runs.model import load_model
+from lyra_core.runs.rundir import spec_hash
+from lyra_core.training import train
 
 RATE = 8000
 EAGER_SNAKE = {"type": "snake", "implementation": "eager"}
@@ -124,9 +118,7 @@ def test_loads_by_run_dir_and_checkpoint_with_the_trained_weights(run_dir, plugi
     assert torch.allclose(weight, folded, atol=1e-6)
     assert not any("parametrizations" in n for n, _ in by_file.model.named_parameters())
     spec = json.loads(state["spec"])
-    assert (
-        loaded.spec_hash == spec_hash(spec) == _spec_hash(resolved(loaded.spec, plugins.registry))
-    )
+    assert loaded.spec_hash == spec_hash(spec) == spec_hash(resolved(loaded.spec, plugins.registry))
     assert (loaded.sample_rate, loaded.channels, loaded.hop_length) == (RATE, 1, 16)
     assert not loaded.model.training
 

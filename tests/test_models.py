@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from lyra_core import BuildContext, BuildError, LyraError, Model, hookimpl
+from lyra_core.cli.summary import build_on_meta, summarize
 from lyra_core.interfaces import AudioModel, Filterbank, ModelOutput
 from lyra_core.plugins import load_plugins
 from lyra_core.spec import structure
-from lyra_core.summary import build_on_meta, summarize
 
 
 class Fold(Filterbank):

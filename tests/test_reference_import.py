@@ -15,11 +15,11 @@ from dac.model import DAC
 from dac.model.discriminator import Discriminator as DACDiscriminator
 from snac import SNAC
 
-from lyra_core import checkpoint
 from lyra_core.cli import main
-from lyra_core.importing import importer
-from lyra_core.inference import load_model
+from lyra_core.inference.importing import importer
 from lyra_core.loader import load_spec, resolved, validate_data
+from lyra_core.runs import checkpoint
+from lyra_core.runs.model import load_model
 from lyra_plugins.importers import SNAC_CONFIGS, map_by_position, signature_defaults
 
 ROOT = Path(__file__).resolve().parents[1]

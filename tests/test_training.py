@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from lyra_core import BuildContext, hookimpl, param
-from lyra_core.checkpoint import load, save_atomic
 from lyra_core.errors import LyraError
 from lyra_core.plugins import load_plugins
+from lyra_core.runs.checkpoint import load, save_atomic
 from lyra_core.training import train
 
 HERE = Path(__file__).resolve().parent

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 from pathlib import Path
-
-import torch
 
 from lyra_core import __version__
 from lyra_core.context import BuildContext
@@ -15,10 +12,10 @@ from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.loader import apply_overrides, load_spec, resolved, validate_data
 from lyra_core.plugins import Plugins
-from lyra_core.tracking import Tracker, flatten
+from lyra_core.runs.rundir import RunDir, spec_hash, versions
+from lyra_core.runs.tracking import Tracker, flatten
 from lyra_core.training import distributed
 from lyra_core.training.engine import Trainer
-from lyra_core.training.rundir import RunDir
 
 __all__ = ["train"]
 
@@ -35,12 +32,6 @@ def _git_commit() -> str:
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _spec_hash(data: dict) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train(
@@ -72,15 +63,9 @@ def train(
     data = resolved(spec, registry)
     world = distributed.setup(device)
     if run is None:
-        versions = {
-            "lyra": __version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "plugins": plugins.versions(),
-        }
         path = Path(run_dir) if run_dir else None
         if world.main:
-            run = RunDir.create(data, versions, path)
+            run = RunDir.create(data, versions(plugins), path)
         if world.world > 1:
             run = _broadcast_run_dir(run, world)
     assert run is not None
@@ -93,7 +78,7 @@ def train(
     tags = {
         "lyra.version": __version__,
         "lyra.git_commit": _git_commit(),
-        "lyra.spec_hash": _spec_hash(data),
+        "lyra.spec_hash": spec_hash(data),
         "lyra.run_dir": str(run.path.resolve()),
     }
     try:

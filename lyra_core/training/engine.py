@@ -21,16 +21,17 @@ import attrs
 import torch
 from torch import nn
 
-from lyra_core import checkpoint
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.plugins import Plugins
-from lyra_core.tracking import SafeTracker, Tracker
+from lyra_core.runs import checkpoint
+from lyra_core.runs.metrics import distance_losses
+from lyra_core.runs.rundir import RunDir
+from lyra_core.runs.tracking import SafeTracker, Tracker
 from lyra_core.training import distributed, validation
 from lyra_core.training.data import Position, batch_stream
 from lyra_core.training.phases import AdversarialPart, Phases
 from lyra_core.training.progress import Progress
-from lyra_core.training.rundir import RunDir
 
 PRECISION = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -115,7 +116,7 @@ class Trainer:
         self.aug_gen = torch.Generator().manual_seed(spec.seed * 7919 + self.dist.rank)
         self.train_set = d.dataset.build(self.ctx, "train")
         self.val_set = d.dataset.build(self.ctx, "validation")
-        self.distances = validation.distance_losses(plugins.registry, self.ctx)
+        self.distances = distance_losses(plugins.registry, self.ctx)
         self.step, self.position = 0, Position()
         self.best: float | None = None
         self.nonfinite = 0
@@ -170,7 +171,7 @@ class Trainer:
 
     def _initialise(self, source: str) -> None:
         """Start from another checkpoint's model weights (fine-tuning, `lyra import`)."""
-        from lyra_core.inference import find_checkpoint
+        from lyra_core.runs.model import find_checkpoint
 
         path = find_checkpoint(source)
         state = checkpoint.load(path, map_location=self.dist.device)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -13,36 +12,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from lyra_core.context import BuildContext
-from lyra_core.errors import LyraError
-from lyra_core.registry import Registry
-
-# Distances every run reports, computed with the registered losses of these names.
-DISTANCES = {"mr_stft": "multi_resolution_stft", "mel": "mel"}
-
-
-def si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant SDR in dB per example and channel, averaged ([B, C, T] inputs)."""
-    target = target - target.mean(-1, keepdim=True)
-    estimate = estimate - estimate.mean(-1, keepdim=True)
-    scale = (estimate * target).sum(-1, keepdim=True) / (target.pow(2).sum(-1, keepdim=True) + eps)
-    projection = scale * target
-    noise = estimate - projection
-    ratio = projection.pow(2).sum(-1) / (noise.pow(2).sum(-1) + eps)
-    return (10 * torch.log10(ratio + eps)).mean()
-
-
-def distance_losses(registry: Registry, ctx: BuildContext) -> dict[str, nn.Module]:
-    found = {}
-    for metric, name in DISTANCES.items():
-        try:
-            found[metric] = registry.get("loss", name).spec().build(ctx)
-        except LyraError:
-            print(
-                f"note: no '{name}' loss is registered; val/{metric} is not reported",
-                file=sys.stderr,
-            )
-    return found
+from lyra_core.runs.metrics import si_sdr
 
 
 @torch.no_grad()

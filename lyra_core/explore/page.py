@@ -1,4 +1,4 @@
-"""The `lyra explore` page (Gradio): widgets wired to a `lyra_core.explore.Explorer`.
+"""The `lyra explore` page (Gradio): widgets wired to a `lyra_core.explore.explorer.Explorer`.
 
 Imported only by the `explore` command, so `import lyra_core` never imports Gradio. A user's
 mistake (a bad upload, a bad preset name) is shown on the page (a warning toast and the message
@@ -18,7 +18,7 @@ import gradio as gr
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.explore import (
+from lyra_core.explore.explorer import (
     SLIDER_RANGE,
     Explorer,
     Sound,

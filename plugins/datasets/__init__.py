@@ -28,10 +28,11 @@ import torch
 from torch.utils.data import Dataset
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
+from lyra_core.runs.atomic import atomic_write
 from lyra_core.validators import positive
-from lyra_plugins.audio_io import AUDIO_EXTENSIONS
-from lyra_plugins.data_cache import AudioCache, default_cache_root, segment_mean_square
-from lyra_plugins.synth import SynthParams, render
+from lyra_plugins.datasets.audio_io import AUDIO_EXTENSIONS
+from lyra_plugins.datasets.cache import AudioCache, default_cache_root, segment_mean_square
+from lyra_plugins.datasets.synth import SynthParams, render
 
 log = logging.getLogger("lyra.data")
 OPEN_MAPS = 256  # memory-mapped files a dataset keeps open at once
@@ -164,9 +165,8 @@ def _example_folder() -> str:
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(3):
             audio = render(np.random.default_rng(i), 3 * 22050, 22050, 1, SynthParams())
-            tmp = folder / f".example_{i}.{os.getpid()}.wav"
-            sf.write(tmp, audio.T, 22050)
-            tmp.replace(folder / f"example_{i}.wav")
+            with atomic_write(folder / f"example_{i}.wav") as f:
+                sf.write(f, audio.T, 22050, format="WAV")
     return str(folder)
 
 

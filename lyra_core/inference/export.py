@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyra_core.errors import LyraError
-from lyra_core.inference import LoadedModel
+from lyra_core.runs.model import LoadedModel
 
 STAGES = ("encoder", "bottleneck", "decoder")
 TOLERANCE = 1e-4

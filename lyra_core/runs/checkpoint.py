@@ -17,26 +17,14 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
+from lyra_core.runs.atomic import atomic_write
 
 FORMAT = 1
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,6 +9,7 @@ run (forward hooks), plus the interface methods a model calls instead of `forwar
 
 from __future__ import annotations
 
+import argparse
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,10 +18,12 @@ import attrs
 import torch
 from torch import nn
 
+from lyra_core.cli.common import add_command, add_set, plugins
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.interfaces import AudioModel, ModelOutput
+from lyra_core.loader import load_spec
 
 # Methods that models call instead of `forward`, reported as stages when a module has them.
 STAGE_METHODS = ("analysis", "synthesis", "posterior", "encode", "decoder_input", "decode")
@@ -205,3 +208,19 @@ def summarize_spec(
     length = data.segment_length if seconds is None else max(1, round(seconds * data.sample_rate))
     model = build_on_meta(spec, ctx)
     return summarize(model, (1, data.channels, length), max_depth=max_depth, title=title)
+
+
+def summary_command(args: argparse.Namespace) -> int:
+    reg = plugins(args).registry
+    spec = load_spec(args.spec, reg, args.set)
+    print(summarize_spec(spec, reg, args.seconds, args.depth, title=args.spec).format())
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    text = "each model stage's output shape and parameter count"
+    p = add_command(sub, "summary", summary_command, help=text)
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--seconds", type=float, help="input length (default: the segment length)")
+    p.add_argument("--depth", type=int, default=2, help="stage nesting to show (default: 2)")
+    add_set(p)

@@ -7,10 +7,13 @@ seconds) -> list[Path]`. Nothing here imports a plugin.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lyra_core.cli.common import add_command, add_set, plugins
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
@@ -78,3 +81,45 @@ def synth(
     if target.exists() and not target.is_dir():
         raise LyraError(f"{target}: exists and is not a directory")
     return dataset.export(ctx, target, minutes * 60.0)
+
+
+def data_command(args: argparse.Namespace) -> int:
+    reg = plugins(args).registry
+    if args.data_command == "synth":
+        written = synth(
+            args.directory,
+            args.minutes,
+            reg,
+            spec_path=args.spec,
+            overrides=args.set,
+            sample_rate=args.sample_rate,
+            channels=args.channels,
+            segment_length=args.segment_length,
+            seed=args.seed,
+        )
+        print(f"wrote {len(written)} WAV file(s) to {args.directory}")
+        return 0
+    sys.stdout.write(run_dataset_command(args.data_command, args.spec, reg, args.set))
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    text = "prepare, inspect or synthesise training audio"
+    p = add_command(sub, "data", data_command, help=text)
+    actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = actions.add_parser("synth", help="write synthetic audio (the demo's data) as WAV files")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--minutes", type=float, default=1.0, help="how much audio (default: 1)")
+    p.add_argument("--spec", help="take format, seed and synthetic settings from this spec")
+    p.add_argument("--sample-rate", type=int, default=44100, help="Hz (default: 44100)")
+    p.add_argument("--channels", type=int, default=2, help="default: 2")
+    p.add_argument("--segment-length", type=int, default=32768, help="samples per example")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    add_set(p)
+    for action, text in (
+        ("stats", "files found, hours, segments kept and every skipped file with its reason"),
+        ("prepare", "decode and resample every file into the cache before training"),
+    ):
+        p = actions.add_parser(action, help=text)
+        p.add_argument("spec", metavar="SPEC")
+        add_set(p)

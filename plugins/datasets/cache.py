@@ -15,21 +15,17 @@ reason), so they are not decoded again on every run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
 
 import attrs
 import numpy as np
 
 from lyra_core import LyraError
-from lyra_plugins.audio_io import AudioReadError, load
+from lyra_core.runs.atomic import atomic_write, remove_temporaries, write_text
+from lyra_plugins.datasets.audio_io import AudioReadError, load
 
 VERSION = 1
 BLOCK = 256  # frames per energy block: segment energies are exact to within a block per end
@@ -54,18 +50,6 @@ class Entry:
     frames: int = 0
     error: str | None = None
     decoded: bool = False  # True when this process decoded it (not from the index)
-
-
-def _atomic_write(target: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def block_energy(audio: np.ndarray) -> np.ndarray:
@@ -156,9 +140,11 @@ class AudioCache:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             if audio is not None:
-                _atomic_write(audio_path, lambda f: np.save(f, audio))
-                _atomic_write(energy_path, lambda f: np.save(f, block_energy(audio)))
-            _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+                with atomic_write(audio_path) as f:
+                    np.save(f, audio)
+                with atomic_write(energy_path) as f:
+                    np.save(f, block_energy(audio))
+            write_text(meta_path, json.dumps(meta))
         except OSError as exc:
             raise LyraError(
                 f"cannot write the audio cache in {self.dir}: {exc}; free some space or choose "
@@ -175,10 +161,4 @@ class AudioCache:
 
     def remove_stale_temporaries(self) -> None:
         """Delete temporaries a crashed writer left behind (older than a day: not in use)."""
-        if not self.dir.is_dir():
-            return
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        for tmp in self.dir.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                if tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
+        remove_temporaries(self.dir, older_than=STALE_TEMP_SECONDS)

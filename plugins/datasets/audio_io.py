@@ -1,6 +1,6 @@
 """Reading audio files for datasets: the core's decoder and channel rule, plus a decode counter.
 
-The channel rule and resampling are `lyra_core.audio_files`' (shared with inference).
+The channel rule and resampling are `lyra_core.runs.audio`' (shared with inference).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lyra_core.audio_files import AudioReadError, convert_channels, resample
-from lyra_core.audio_files import decode as _decode
+from lyra_core.runs.audio import AudioReadError, convert_channels, resample
+from lyra_core.runs.audio import decode as _decode
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioReadError", "convert_channels", "decode", "load", "resample"]
 

@@ -11,16 +11,38 @@ runs/NAME-YYYYmmdd-HHMMSS/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import attrs
+import torch
 
-from lyra_core import checkpoint
+from lyra_core.runs import checkpoint
+from lyra_core.runs.atomic import remove_temporaries, temporary_beside
+from lyra_core import __version__
 from lyra_core.errors import LyraError
+from lyra_core.plugins import Plugins
+
+
+def spec_hash(data: dict[str, Any]) -> str:
+    """The hash of a resolved spec: a run's `lyra.spec_hash` tag, a model's identity."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def versions(plugins: Plugins, **extra: Any) -> dict[str, Any]:
+    """What `versions.json` records: Lyra, torch, Python and every loaded plugin's distribution."""
+    return {
+        "lyra": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "plugins": plugins.versions(),
+        **extra,
+    }
 
 
 @attrs.frozen
@@ -87,8 +109,8 @@ class RunDir:
             return self.best
         target = self.checkpoints / f"step-{step:07d}.pt"
         checkpoint.save_atomic(state, target)
-        link = self.checkpoints / f".last.pt.tmp-{os.getpid()}"
-        link.unlink(missing_ok=True)
+        link = temporary_beside(self.last)
+        link.unlink()
         os.link(target, link)
         os.replace(link, self.last)
         for old in sorted(self.checkpoints.glob("step-*.pt"))[:-keep]:

@@ -1,6 +1,6 @@
 """`lyra explore`'s logic, without a browser: latent PCA, sliders, presets, uploads and export.
 
-The page (`lyra_core.explore_ui`, Gradio) only wires widgets to an `Explorer`:
+The page (`lyra_core.explore.explorer.page`, Gradio) only wires widgets to an `Explorer`:
 
 - PCA: the principal directions of the latents of the run's validation examples (every frame's
   vector for time-series latents, one vector per example for single-vector ones), fitted once
@@ -10,7 +10,7 @@ The page (`lyra_core.explore_ui`, Gradio) only wires widgets to an `Explorer`:
   latents along the unit direction v_k), on every frame of a time-series latent.
 - Presets: slider values saved by name as `RUN/explore/presets/NAME.json`.
 - Export: WAV or FLAC at a chosen rate and bit depth (TPDF dither below float), via
-  `lyra_core.audio_files.write_audio`.
+  `lyra_core.runs.audio.write_audio`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,12 @@ import attrs
 import soundfile as sf
 import torch
 
-from lyra_core.audio_files import BIT_DEPTHS, read_audio, write_audio
 from lyra_core.errors import LyraError
-from lyra_core.inference import (
-    Chunking,
-    LoadedModel,
-    decode_latent,
-    distances,
-    encode_audio,
-    metrics,
-    slerp,
-)
+from lyra_core.runs.atomic import atomic_write
+from lyra_core.runs.audio import BIT_DEPTHS, read_audio, write_audio
+from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, slerp
+from lyra_core.runs.metrics import distances, metrics
+from lyra_core.runs.model import LoadedModel
 
 SLIDER_RANGE = 3.0  # sliders run over ±3 standard deviations
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
@@ -203,10 +198,8 @@ def load_or_fit_pca(
         log(f"fitting the sliders' PCA on up to {max_examples} validation examples")
     rows, examples = validation_latents(loaded, max_examples, chunking)
     pca = fit_pca(rows, count, key, examples)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp")
-    torch.save({**pca.to_state(), "requested": [count, max_examples]}, tmp)
-    tmp.replace(cache)
+    with atomic_write(cache) as f:
+        torch.save({**pca.to_state(), "requested": [count, max_examples]}, f)
     return pca
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lyra_core.cli.common import add_command
 from lyra_core.errors import LyraError, did_you_mean
 
 SPECS_ENV = "LYRA_BENCH_SPECS"
@@ -29,7 +30,7 @@ START, END = "<!-- lyra bench table: start -->", "<!-- lyra bench table: end -->
 
 def benchmarks_dir(path: str | None = None) -> Path:
     """The benchmark folder: `path`, or `benchmarks/` beside the `lyra_core` package."""
-    folder = Path(path) if path else Path(__file__).resolve().parents[1] / "benchmarks"
+    folder = Path(path) if path else Path(__file__).resolve().parents[2] / "benchmarks"
     if not (folder / "bench_registry.py").is_file():
         where = f"--path {path}" if path else f"{folder} (beside the installed lyra_core)"
         raise LyraError(
@@ -210,10 +211,12 @@ def write_between_markers(file: Path, table: str) -> None:
     file.write_text(f"{head}\n{table}{text[end:]}", encoding="utf-8")
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     """The `lyra bench` subcommand's options."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "bench",
+        run,
         help="time components and experiments with the pytest-benchmark suite",
         description="Run benchmarks/ (pytest-benchmark) on this machine, or tabulate saved runs. "
         "Extra pytest options go after `--`, e.g. `lyra bench --kind loss -- -x`.",

@@ -10,20 +10,19 @@ missing, shapes equal); then the run directory gets the spec and `checkpoints/la
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lyra_core import __version__, checkpoint
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.interfaces import Importer
 from lyra_core.loader import resolved, validate_data
 from lyra_core.plugins import Plugins
-from lyra_core.training.rundir import RunDir
+from lyra_core.runs import checkpoint
+from lyra_core.runs.rundir import RunDir, versions
 
 
 def importer(plugins: Plugins, name: str) -> Importer:
@@ -59,21 +58,15 @@ def import_checkpoint(
     except RuntimeError as exc:
         raise LyraError(f"{source}: the {name} weights do not fit the Lyra model: {exc}") from exc
     data = resolved(spec, plugins.registry)
-    versions = {
-        "lyra": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "plugins": plugins.versions(),
-        "imported": {"from": name, "source": str(source), "config": ref_config},
-    }
-    run = RunDir.create(data, versions, out)
+    imported = {"from": name, "source": str(source), "config": ref_config}
+    run = RunDir.create(data, versions(plugins, imported=imported), out)
     state_out = {
         "format": checkpoint.FORMAT,
         "step": 0,
         "model": model.state_dict(),
         "spec": run.spec_text(),
         "plugins": plugins.versions(),
-        "imported": json.dumps(versions["imported"]),
+        "imported": json.dumps(imported),
     }
     run.save(state_out, step=0, keep=1)
     return run

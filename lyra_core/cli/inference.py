@@ -1,0 +1,173 @@
+"""The commands that use a trained model: encode, decode, reconstruct, sample, interpolate,
+export; and `lyra import`, which turns a reference codec's checkpoint into a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lyra_core.cli.common import (
+    add_command,
+    add_run_options,
+    audio_output,
+    chunking,
+    loaded_model,
+    plugins,
+)
+from lyra_core.errors import LyraError
+
+
+def encode_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference.files import encode_files
+
+    written = encode_files(loaded_model(args), args.inputs, Path(args.output), chunking(args))
+    print(f"wrote {len(written)} latent file(s) (.npy + .json) to {args.output}")
+    return 0
+
+
+def decode_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference.files import decode_files
+
+    loaded = loaded_model(args)
+    out = Path(args.output)
+    written = decode_files(loaded, args.latents, out, chunking(args), audio_output(args))
+    print(f"wrote {len(written)} audio file(s) to {args.output}")
+    return 0
+
+
+def reconstruct_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference.files import reconstruct_files
+    from lyra_core.runs.metrics import format_metrics
+
+    loaded = loaded_model(args)
+    out = Path(args.output)
+    rows = reconstruct_files(loaded, args.inputs, out, chunking(args), audio_output(args))
+    print(format_metrics(rows))
+    print(f"wrote {len(rows)} reconstruction(s) to {args.output}")
+    return 0
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference.files import sample_files
+
+    loaded, out = loaded_model(args), Path(args.output)
+    written = sample_files(
+        loaded,
+        args.n,
+        args.seconds,
+        out,
+        chunking(args),
+        audio_output(args),
+        args.seed,
+        args.temperature,
+    )
+    print(f"wrote {len(written)} sample(s) to {args.output}")
+    return 0
+
+
+def interpolate_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference.files import interpolate_files
+
+    loaded, out = loaded_model(args), Path(args.output)
+    written = interpolate_files(
+        loaded,
+        args.first,
+        args.second,
+        args.steps,
+        out,
+        chunking(args),
+        audio_output(args),
+        args.mode,
+    )
+    print(f"wrote {len(written)} file(s) to {args.output}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference import export
+
+    loaded = loaded_model(args)
+    if args.format == "onnx":
+        written = export.export_onnx(loaded, args.output)
+    else:
+        written = [export.export_torchscript(loaded, args.output)]
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def import_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference.importing import import_checkpoint
+
+    config = None
+    if args.config:
+        text = Path(args.config).read_text() if Path(args.config).is_file() else args.config
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LyraError(f"--config: not a JSON object or JSON file ({exc})") from exc
+        if not isinstance(config, dict):
+            raise LyraError("--config: give a JSON object of the reference's arguments")
+    run = import_checkpoint(plugins(args), args.reference, args.source, Path(args.output), config)
+    print(f"wrote {run.path}: spec.json and {run.last}")
+    print(f"use it: lyra reconstruct --run {run.path} FILE")
+    print(f"fine-tune it: lyra run {run.spec_file} --init {run.path}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    text = "audio files -> latents (.npy + .json sidecar; .codes.npz too for a quantizer)"
+    p = add_command(sub, "encode", encode_command, help=text)
+    add_run_options(p, audio_out=False)
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files (any soundfile format)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    text = "latents (.npy) or codes (.codes.npz) -> audio files"
+    p = add_command(sub, "decode", decode_command, help=text)
+    add_run_options(p)
+    p.add_argument(
+        "latents", nargs="+", metavar="LATENTS", help=".npy or .codes.npz files (lyra encode)"
+    )
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    text = "encode + decode audio files, print distances"
+    p = add_command(sub, "reconstruct", reconstruct_command, help=text)
+    add_run_options(p)
+    p.add_argument("inputs", nargs="+", metavar="IN")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p = add_command(sub, "sample", sample_command, help="decode draws from the bottleneck's prior")
+    add_run_options(p)
+    p.add_argument("-n", type=int, default=1, help="how many samples (default: 1)")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="default: 0")
+    p.add_argument("--temperature", type=float, default=1.0, help="prior scale (default: 1)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    text = "a path between two files' latents"
+    p = add_command(sub, "interpolate", interpolate_command, help=text)
+    add_run_options(p)
+    p.add_argument("first", metavar="A")
+    p.add_argument("second", metavar="B")
+    p.add_argument("--steps", type=int, default=5, help="points on the path, ends included")
+    p.add_argument(
+        "--mode",
+        choices=("auto", "linear", "slerp"),
+        default="auto",
+        help="auto: slerp for variational (Gaussian) latents, else linear",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    text = "a self-contained TorchScript (or ONNX) model"
+    p = add_command(sub, "export", export_command, help=text)
+    add_run_options(p, audio_out=False)
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="e.g. model.ts")
+    text = "a reference codec's checkpoint as a Lyra run directory"
+    p = add_command(sub, "import", import_command, help=text)
+    p.add_argument(
+        "--from", dest="reference", required=True, help="importer name (lyra components importer)"
+    )
+    p.add_argument(
+        "source",
+        help="the reference's checkpoint (file or directory), or 'default' for the installed "
+        "package's model with random weights (snac: also '24khz', '32khz')",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="run directory to write")
+    p.add_argument("--config", help="JSON object (or file) of the reference's constructor args")

@@ -1,0 +1,1 @@
+"""`lyra explore`: the logic (`explorer`, without Gradio) and the page (`page`, Gradio)."""

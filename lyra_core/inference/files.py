@@ -1,0 +1,241 @@
+"""The inference commands' files: latents and codes on disk, decoded audio, samples, blends."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+
+from lyra_core.errors import LyraError
+from lyra_core.runs.audio import BitDepth, read_audio, write_audio
+from lyra_core.runs.chunking import (
+    Chunking,
+    decode_latent,
+    encode_audio,
+    encode_codes,
+    reconstruct_audio,
+    slerp,
+)
+from lyra_core.runs.metrics import distances, metrics
+from lyra_core.runs.model import LoadedModel
+
+
+def _outputs(inputs: Sequence[str | Path], out_dir: Path, suffix: str) -> list[Path]:
+    """One output path per input, refusing two inputs that would write the same file."""
+    stems = [Path(p).name.removesuffix(".codes.npz").removesuffix(Path(p).suffix) for p in inputs]
+    targets = [out_dir / (stem + suffix) for stem in stems]
+    seen: dict[Path, str] = {}
+    for src, target in zip(inputs, targets, strict=True):
+        if target in seen:
+            raise LyraError(f"{src} and {seen[target]} would both write {target}; rename one")
+        seen[target] = str(src)
+    return targets
+
+
+def load_input(loaded: LoadedModel, path: str | Path) -> torch.Tensor:
+    audio = read_audio(path, loaded.sample_rate, loaded.channels)
+    return torch.from_numpy(audio)[None]
+
+
+def encode_files(
+    loaded: LoadedModel, inputs: Sequence[str | Path], out_dir: Path, chunking: Chunking
+) -> list[Path]:
+    """Write `<stem>.npy` (the latent [D, frames] or [D]) and a `<stem>.json` sidecar per file.
+
+    A quantizing model also writes `<stem>.codes.npz`: one int array [frames // stride] per
+    codebook (`level0`, `level1`, ...), which `lyra decode` takes in place of the latent.
+    """
+    written = []
+    for src, target in zip(inputs, _outputs(inputs, out_dir, ".npy"), strict=True):
+        audio = load_input(loaded, src)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sidecar = {**loaded.describe(), "length": audio.shape[-1], "source": str(src)}
+        if loaded.quantizer is not None:
+            z, codes = encode_codes(loaded, audio, chunking)
+            z = z[0]
+            levels = {f"level{i}": c[0].numpy() for i, c in enumerate(codes)}
+            np.savez(codes_path(target), **levels)  # type: ignore[arg-type]
+            sidecar["codes_shape"] = [list(c.shape) for c in levels.values()]
+        else:
+            z = encode_audio(loaded, audio, chunking)[0]
+        np.save(target, z.numpy().astype(np.float32))
+        sidecar["latent_shape"] = list(z.shape)
+        target.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        written.append(target)
+    return written
+
+
+def codes_path(latent: Path) -> Path:
+    return latent.with_name(latent.stem + ".codes.npz")
+
+
+def read_codes(loaded: LoadedModel, path: Path) -> torch.Tensor:
+    """A `.codes.npz` file (from `lyra encode`) dequantized to a latent [1, D, frames]."""
+    quantizer = loaded.quantizer
+    if quantizer is None:
+        raise LyraError(f"{path}: codes need a model with a quantizing bottleneck")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = [data[f"level{i}"] for i in range(len(data.files))]
+    except (OSError, ValueError, KeyError) as exc:
+        raise LyraError(f"{path}: not a readable codes file ({exc})") from exc
+    for i, a in enumerate(arrays):
+        if a.dtype.kind not in "iu" or a.ndim != 1 or a.size == 0:
+            raise LyraError(f"{path}: level{i} must be a 1-D integer array, got {a.shape}")
+        if a.min() < 0 or a.max() >= quantizer.codebook_size:
+            raise LyraError(f"{path}: level{i} has codes outside 0..{quantizer.codebook_size - 1}")
+    codes = [torch.from_numpy(a.astype(np.int64))[None].to(loaded.device) for a in arrays]
+    with torch.inference_mode():
+        try:
+            return quantizer.dequantize(codes).cpu()
+        except (RuntimeError, IndexError, ValueError) as exc:
+            raise LyraError(f"{path}: the codes do not fit this model's quantizer ({exc})") from exc
+
+
+def read_latent(loaded: LoadedModel, path: str | Path) -> tuple[torch.Tensor, int | None]:
+    """A latent (`.npy`) or codes (`.codes.npz`) file as [1, ...] and the audio length its
+    sidecar records (if any)."""
+    path = Path(path)
+    if path.name.endswith(".codes.npz"):
+        z = read_codes(loaded, path).numpy()[0]
+        path = path.with_name(path.name.removesuffix(".codes.npz") + ".npy")
+    else:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise LyraError(f"{path}: not a readable .npy latent ({exc})") from exc
+    length = None
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        length = meta.get("length")
+        if meta.get("spec_hash") != loaded.spec_hash:
+            print(
+                f"warning: {path} was encoded by model '{meta.get('model')}' (spec "
+                f"{meta.get('spec_hash')}), not this one ({loaded.spec_hash})",
+                file=sys.stderr,
+            )
+    if z.dtype.kind != "f" or z.ndim not in (1, 2):
+        raise LyraError(f"{path}: expected a float latent [D, frames] or [D], got {z.shape}")
+    return torch.from_numpy(z.astype(np.float32))[None], length
+
+
+@attrs.frozen
+class AudioOutput:
+    """How audio is written: extension, bit depth, dither, output rate."""
+
+    extension: str = ".wav"
+    bits: BitDepth = "16"
+    dither: bool = True
+    rate: int | None = None
+
+    def write(self, loaded: LoadedModel, path: Path, audio: torch.Tensor) -> Path:
+        return write_audio(path, audio, loaded.sample_rate, self.bits, self.dither, self.rate)
+
+
+def decode_files(
+    loaded: LoadedModel,
+    latents: Sequence[str | Path],
+    out_dir: Path,
+    chunking: Chunking,
+    output: AudioOutput,
+) -> list[Path]:
+    written = []
+    for src, target in zip(latents, _outputs(latents, out_dir, output.extension), strict=True):
+        z, length = read_latent(loaded, src)
+        try:
+            audio = decode_latent(loaded, z, length, chunking)
+        except LyraError as exc:
+            raise LyraError(f"{src}: {exc}") from exc
+        written.append(output.write(loaded, target, audio[0]))
+    return written
+
+
+def reconstruct_files(
+    loaded: LoadedModel,
+    inputs: Sequence[str | Path],
+    out_dir: Path,
+    chunking: Chunking,
+    output: AudioOutput,
+) -> list[tuple[str, dict[str, float]]]:
+    """Encode and decode each file, write the result; per-file metrics against the input."""
+    losses = distances(loaded)
+    rows = []
+    for src, target in zip(inputs, _outputs(inputs, out_dir, output.extension), strict=True):
+        audio = load_input(loaded, src)
+        recon = reconstruct_audio(loaded, audio, chunking)
+        output.write(loaded, target, recon[0])
+        rows.append((str(src), metrics(recon, audio, losses)))
+    return rows
+
+
+def sample_files(
+    loaded: LoadedModel,
+    count: int,
+    seconds: float,
+    out_dir: Path,
+    chunking: Chunking,
+    output: AudioOutput,
+    seed: int = 0,
+    temperature: float = 1.0,
+) -> list[Path]:
+    """Decode `count` draws from the bottleneck's prior, `seconds` long each."""
+    if count < 1 or seconds <= 0:
+        raise LyraError("sample: need -n >= 1 and --seconds > 0")
+    length = max(1, round(seconds * loaded.sample_rate))
+    frames = math.ceil(length / loaded.hop_length)
+    gen = torch.Generator(device=loaded.device).manual_seed(seed)
+    with torch.inference_mode():
+        z = loaded.bottleneck.sample_prior(count, frames, temperature, gen).cpu()
+    written = []
+    for i in range(count):
+        audio = decode_latent(loaded, z[i : i + 1], length, chunking)
+        written.append(
+            output.write(loaded, out_dir / f"sample_{i:03d}{output.extension}", audio[0])
+        )
+    return written
+
+
+def interpolate_files(
+    loaded: LoadedModel,
+    first: str | Path,
+    second: str | Path,
+    steps: int,
+    out_dir: Path,
+    chunking: Chunking,
+    output: AudioOutput,
+    mode: str = "auto",
+) -> list[Path]:
+    """Decode `steps` latents on the path from `first`'s to `second`'s (both ends included).
+
+    Time-series latents are cut to the shorter file's frames. `auto` is spherical when the
+    bottleneck is variational (it reports a "kl" term: Gaussian latents), else linear.
+    """
+    if steps < 2:
+        raise LyraError("interpolate: --steps must be at least 2 (both ends are included)")
+    if mode not in ("auto", "linear", "slerp"):
+        raise LyraError(f"interpolate: mode {mode!r}; expected auto, linear or slerp")
+    a_audio, b_audio = load_input(loaded, first), load_input(loaded, second)
+    za, zb = (encode_audio(loaded, x, chunking) for x in (a_audio, b_audio))
+    if za.dim() == 3:
+        frames = min(za.shape[-1], zb.shape[-1])
+        za, zb = za[..., :frames], zb[..., :frames]
+    length = min(a_audio.shape[-1], b_audio.shape[-1])
+    if mode == "auto":
+        with torch.inference_mode():
+            probe = torch.zeros(1, loaded.channels, loaded.hop_length, device=loaded.device)
+            mode = "slerp" if "kl" in loaded.model.encode(probe)[1] else "linear"
+    written = []
+    for i in range(steps):
+        t = i / (steps - 1)
+        z = slerp(za, zb, t) if mode == "slerp" else torch.lerp(za, zb, t)
+        audio = decode_latent(loaded, z, length, chunking)
+        name = f"{Path(first).stem}_{Path(second).stem}_{i:03d}{output.extension}"
+        written.append(output.write(loaded, out_dir / name, audio[0]))
+    return written
