@@ -56,7 +56,7 @@ def free_port() -> int:
 def server(tmp_path_factory) -> Iterator[tuple[str, Explorer]]:
     """The page for a tiny untrained model, served from this process on a free local port."""
     pytest.importorskip("gradio", reason="the explore extra: pip install -e '.[explore]'")
-    from lyra_core import explore_ui
+    from lyra_core.explore import page as explore_ui
 
     plugins = load_plugins()
     run = make_run(tmp_path_factory.mktemp("browser") / "run", tiny_spec(GAUSSIAN), plugins)

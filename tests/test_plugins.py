@@ -105,14 +105,14 @@ def test_plugin_whose_hook_raises(site):
 
 def test_disable_by_env(site, monkeypatch):
     make_distribution(site, "lyra-snakes", "lyra_test_snakes", SNAKES, "snakes")
-    monkeypatch.setenv("LYRA_DISABLE_PLUGINS", "snakes, optim")
+    monkeypatch.setenv("LYRA_DISABLE_PLUGINS", "snakes, optimizers")
     plugins = load_plugins()
     status = {i.name: i.status for i in plugins.infos}
-    assert status["snakes"] == "disabled" and status["optim"] == "disabled"
+    assert status["snakes"] == "disabled" and status["optimizers"] == "disabled"
     assert "lyra_test_snakes" not in sys.modules  # a disabled plugin is never imported
     with pytest.raises(UnknownComponentError) as info:
         plugins.registry.get("optimizer", "adam")
-    assert "optim (disabled)" in str(info.value)
+    assert "optimizers (disabled)" in str(info.value)
 
 
 def test_plugins_can_add_kinds_used_by_other_plugins():
