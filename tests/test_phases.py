@@ -71,7 +71,7 @@ def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], pre
 
 
 def test_frozen_modules_stay_bit_identical_then_train(tmp_path):
-    rec, _ = run_spec(
+    rec, run_dir = run_spec(
         tmp_path,
         {
             "steps": 4,
@@ -86,6 +86,9 @@ def test_frozen_modules_stay_bit_identical_then_train(tmp_path):
     assert changed(s0, s2, "decoder.")  # the decoder trained in phase one
     assert changed(s2, s4, "encoder.")  # and the encoder from step 2 on
     assert [rec.metrics[i]["phase"] for i in (1, 2, 3, 4)] == [0, 0, 1, 1]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    tracked = [json.loads(line) for line in lines if "train/loss" in line]
+    assert [r["train/phase"] for r in tracked] == [0, 0, 1, 1]  # declared phases are tracked
 
 
 def test_loss_weights_per_phase(tmp_path):

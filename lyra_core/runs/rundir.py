@@ -4,7 +4,7 @@ runs/NAME-YYYYmmdd-HHMMSS/
     spec.json            the fully resolved spec the run trains
     versions.json        Lyra, torch and every loaded plugin's distribution and version
     metrics.jsonl        every logged metric, whatever the tracker does
-    log.txt              the progress lines
+    log.txt              progress lines, phase changes and validation results, timestamped
     checkpoints/last.pt  step-NNNNNNN.pt (the newest K)  best.pt
     validation/step-NNNNNNN/  WAV examples and spectrogram PNGs
 """
@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from typing import Any
 import attrs
 import torch
 
-from lyra_core.runs import checkpoint
-from lyra_core.runs.atomic import remove_temporaries, temporary_beside
 from lyra_core import __version__
 from lyra_core.errors import LyraError
 from lyra_core.plugins import Plugins
+from lyra_core.runs import checkpoint
+from lyra_core.runs.atomic import remove_temporaries, temporary_beside, write_text
 
 
 def spec_hash(data: dict[str, Any]) -> str:
@@ -93,14 +94,32 @@ class RunDir:
         (path / "versions.json").write_text(json.dumps(versions, indent=2) + "\n", encoding="utf-8")
         return run
 
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
     @classmethod
     def open(cls, path: Path) -> RunDir:
+        """An existing run to resume, without the temporaries a killed writer left in it."""
         run = cls(path)
         if not run.spec_file.is_file():
             raise LyraError(f"{path}: not a Lyra run directory (no spec.json)")
         if not run.last.is_file():
             raise LyraError(f"{path}: has no checkpoint to resume from ({run.last} is missing)")
+        remove_temporaries(run.checkpoints)
+        remove_temporaries(run.path)
         return run
+
+    def drop_metrics_after(self, step: int) -> int:
+        """Forget the metrics logged after `step` (the checkpoint a resume starts from), so that
+        each step is in `metrics.jsonl` once; returns how many records were dropped."""
+        if not self.metrics_file.is_file():
+            return 0
+        lines = self.metrics_file.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) <= step]
+        if len(kept) < len(lines):
+            write_text(self.metrics_file, "".join(kept))
+        return len(lines) - len(kept)
 
     def save(self, state: dict[str, Any], step: int, keep: int, best: bool = False) -> Path:
         """Write `best.pt`, or `step-N.pt` and `last.pt` (a hard link to it), atomically."""
@@ -118,5 +137,15 @@ class RunDir:
         return self.last
 
     def log(self, line: str) -> None:
+        """Append `line` to `log.txt`, after the local date and time."""
         with (self.path / "log.txt").open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
+def _step_of(line: str) -> int:
+    """The step of a `metrics.jsonl` record; a torn or foreign line counts as after any step."""
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return sys.maxsize
+    return step if isinstance(step, int) else sys.maxsize

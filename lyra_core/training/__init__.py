@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from lyra_core import __version__
 from lyra_core.context import BuildContext
@@ -47,42 +48,18 @@ def train(
 
     `init` (a run directory or checkpoint) gives a new run its starting model weights.
     """
-    overrides = overrides or []
-    registry = plugins.registry
-    if resume:
-        run = RunDir.open(Path(resume))
-        data = apply_overrides(json.loads(run.spec_text()), overrides)
-        spec: ExperimentSpec = validate_data(data, registry, str(run.spec_file))
-        if overrides:  # e.g. more steps: the run directory keeps the spec it now trains
-            run.spec_file.write_text(json.dumps(resolved(spec, registry), indent=2) + "\n")
-    else:
-        if spec_path is None:
-            raise LyraError("lyra run: give a SPEC file, or --resume RUN_DIR")
-        spec = load_spec(spec_path, registry, overrides)
-        run = None
-    data = resolved(spec, registry)
-    world = distributed.setup(device)
-    if run is None:
-        path = Path(run_dir) if run_dir else None
-        if world.main:
-            run = RunDir.create(data, versions(plugins), path)
-        if world.world > 1:
-            run = _broadcast_run_dir(run, world)
-    assert run is not None
-    tracker_spec = spec.tracking or registry.get("tracker", "mlflow").spec()
-    ctx = BuildContext(registry=registry, sample_rate=spec.data.sample_rate, seed=spec.seed)
-    tracker: Tracker = tracker_spec.build(ctx) if world.main else Tracker()
     if init and resume:
         raise LyraError("lyra run: --init starts a new run; --resume continues one: pick one")
-    trainer = Trainer(spec, plugins, run, device, resume=bool(resume), init=init)
-    tags = {
-        "lyra.version": __version__,
-        "lyra.git_commit": _git_commit(),
-        "lyra.spec_hash": spec_hash(data),
-        "lyra.run_dir": str(run.path.resolve()),
-    }
+    if not resume and spec_path is None:
+        raise LyraError("lyra run: give a SPEC file, or --resume RUN_DIR")
+    spec, run = _spec_and_run(plugins, spec_path, overrides or [], resume)
+    data = resolved(spec, plugins.registry)
+    world = distributed.setup(device)  # once: the trainer uses this one
     try:
-        reason = trainer.fit(tracker, tags, flatten(data))
+        if run is None:
+            run = _create_run(data, plugins, run_dir, world)
+        trainer = Trainer(spec, plugins, run, world, resume=bool(resume), init=init)
+        reason = trainer.fit(_tracker(spec, plugins, world), _tags(data, run), flatten(data))
     finally:
         distributed.teardown()
     if reason == "interrupted":
@@ -92,6 +69,52 @@ def train(
         )
     print(f"done: {trainer.step} steps; checkpoints in {run.checkpoints}")
     return reason
+
+
+def _spec_and_run(
+    plugins: Plugins, spec_path: str | None, overrides: list[str], resume: str | None
+) -> tuple[ExperimentSpec, RunDir | None]:
+    """The spec to train, and the run directory when resuming (a new run's is made later)."""
+    registry = plugins.registry
+    if not resume:
+        assert spec_path is not None
+        return load_spec(spec_path, registry, overrides), None
+    run = RunDir.open(Path(resume))
+    data = apply_overrides(json.loads(run.spec_text()), overrides)
+    spec: ExperimentSpec = validate_data(data, registry, str(run.spec_file))
+    if overrides:  # e.g. more steps: the run directory keeps the spec it now trains
+        run.spec_file.write_text(json.dumps(resolved(spec, registry), indent=2) + "\n")
+    return spec, run
+
+
+def _create_run(
+    data: dict[str, Any], plugins: Plugins, run_dir: str | None, world: distributed.Dist
+) -> RunDir:
+    """A new run directory, made by the main process and shared with the others."""
+    path = Path(run_dir) if run_dir else None
+    run = RunDir.create(data, versions(plugins), path) if world.main else None
+    if world.world > 1:
+        return _broadcast_run_dir(run, world)
+    assert run is not None
+    return run
+
+
+def _tracker(spec: ExperimentSpec, plugins: Plugins, world: distributed.Dist) -> Tracker:
+    if not world.main:
+        return Tracker()
+    registry = plugins.registry
+    tracker_spec = spec.tracking or registry.get("tracker", "mlflow").spec()
+    ctx = BuildContext(registry=registry, sample_rate=spec.data.sample_rate, seed=spec.seed)
+    return tracker_spec.build(ctx)
+
+
+def _tags(data: dict[str, Any], run: RunDir) -> dict[str, str]:
+    return {
+        "lyra.version": __version__,
+        "lyra.git_commit": _git_commit(),
+        "lyra.spec_hash": spec_hash(data),
+        "lyra.run_dir": str(run.path.resolve()),
+    }
 
 
 def _broadcast_run_dir(run: RunDir | None, world: distributed.Dist) -> RunDir:

@@ -1,8 +1,8 @@
 """Batches in a deterministic order that a checkpoint can resume mid-epoch.
 
-Epoch e visits the dataset in `randperm(n)` drawn from `seed` and `e`; a position is
-`(epoch, offset)`, the index in that permutation where the next batch starts. Under DDP each
-rank takes every world-th example of each global batch.
+Epoch e visits the dataset in `randperm(n)` seeded by `derive_seed(seed, "order", e)`; a
+position is `(epoch, offset)`, the index in that permutation where the next batch starts. Under
+DDP each rank takes every world-th example of each global batch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lyra_core.errors import LyraError
+from lyra_core.training.seeds import derive_seed
 
 
 @attrs.define
@@ -37,7 +38,7 @@ class BatchSampler:
         self.usable = n - n % batch_size
 
     def order(self, epoch: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "order", epoch))
         return torch.randperm(self.n, generator=gen)
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -73,7 +74,7 @@ def batch_stream(
     # RNG, or a resumed run would see other noise than an uninterrupted one.
     loader = DataLoader(
         dataset,
-        generator=torch.Generator().manual_seed(seed),
+        generator=torch.Generator().manual_seed(derive_seed(seed, "loader")),
         batch_sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
