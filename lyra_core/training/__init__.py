@@ -13,6 +13,7 @@ from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.loader import apply_overrides, load_spec, resolved, validate_data
 from lyra_core.plugins import Plugins
+from lyra_core.runs.atomic import write_text
 from lyra_core.runs.rundir import RunDir, spec_hash, versions
 from lyra_core.runs.tracking import Tracker, flatten
 from lyra_core.training import distributed
@@ -58,8 +59,9 @@ def train(
     try:
         if run is None:
             run = _create_run(data, plugins, run_dir, world)
+        tracker = _tracker(spec, plugins, world)
         trainer = Trainer(spec, plugins, run, world, resume=bool(resume), init=init)
-        reason = trainer.fit(_tracker(spec, plugins, world), _tags(data, run), flatten(data))
+        reason = trainer.fit(tracker, _tags(data, run), flatten(data))
     finally:
         distributed.teardown()
     if reason == "interrupted":
@@ -83,7 +85,7 @@ def _spec_and_run(
     data = apply_overrides(json.loads(run.spec_text()), overrides)
     spec: ExperimentSpec = validate_data(data, registry, str(run.spec_file))
     if overrides:  # e.g. more steps: the run directory keeps the spec it now trains
-        run.spec_file.write_text(json.dumps(resolved(spec, registry), indent=2) + "\n")
+        write_text(run.spec_file, json.dumps(resolved(spec, registry), indent=2) + "\n")
     return spec, run
 
 
