@@ -1,0 +1,280 @@
+"""A trained model from a run: find its checkpoint, load it for inference, describe it.
+
+A model loads from a run directory (its `checkpoints/best.pt`, else `last.pt`), a checkpoint file,
+or an MLflow run id (the run's `lyra.run_dir` tag). The checkpoint is read with
+`weights_only=True`; its resolved spec is validated against the live registry before anything is
+built, and a component that no loaded plugin provides is reported with the plugins the run was
+trained with that are missing now.
+
+For inference the model is put in eval mode, its parametrizations (weight norm) are folded into
+plain weights, and modules that offer an eager `implementation` (Snake) use it: the fused Snake's
+first call compiles for tens of seconds and is no faster without gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from lyra_core.errors import LyraError
+from lyra_core.experiment import ExperimentSpec
+from lyra_core.interfaces import AudioModel, Bottleneck, QuantizingBottleneck
+from lyra_core.loader import validate_data
+from lyra_core.plugins import Plugins
+from lyra_core.runs import checkpoint
+from lyra_core.runs.device import pick_device
+from lyra_core.runs.rundir import spec_hash
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the `mlflow` tracker's default store
+MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# -- finding and loading -----------------------------------------------------------------------
+
+
+def mlflow_run_dir(run_id: str, tracking_uri: str | None = None) -> Path:
+    """The run directory an MLflow run points to through its `lyra.run_dir` tag."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise LyraError(
+            f"--run {run_id}: looks like an MLflow run id, but there is no MLflow store at {uri} "
+            "(set --tracking-uri or MLFLOW_TRACKING_URI)"
+        )
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException as exc:
+        raise LyraError(f"MLflow run {run_id}: not found in {uri} ({exc.message})") from exc
+    run_dir = run.data.tags.get("lyra.run_dir")
+    if not run_dir:
+        raise LyraError(f"MLflow run {run_id} has no 'lyra.run_dir' tag: not a Lyra training run")
+    return Path(run_dir)
+
+
+def find_checkpoint(source: str | Path, tracking_uri: str | None = None) -> Path:
+    """A checkpoint file from a run directory, a checkpoint path or an MLflow run id."""
+    path = Path(source)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        what = "has no checkpoint yet" if (path / "spec.json").is_file() else "is not a Lyra run"
+        raise LyraError(f"{path}: {what} (no checkpoints/best.pt or checkpoints/last.pt)")
+    if path.is_file():
+        return path
+    if MLFLOW_RUN_ID.fullmatch(str(source)):
+        return find_checkpoint(mlflow_run_dir(str(source), tracking_uri))
+    raise LyraError(
+        f"--run {source}: no such run directory or checkpoint file, and not an MLflow run id"
+    )
+
+
+def plugin_differences(recorded: dict[str, str], plugins: Plugins) -> tuple[list[str], list[str]]:
+    """Plugins the run was trained with that are not loaded now, and those whose version changed."""
+    now = plugins.versions()
+    missing = [
+        f"'{name}' from {dist}" for name, dist in sorted(recorded.items()) if name not in now
+    ]
+    changed = [
+        f"'{name}' (trained with {dist}, loaded {now[name]})"
+        for name, dist in sorted(recorded.items())
+        if name in now and now[name] != dist
+    ]
+    return missing, changed
+
+
+def fold_parametrizations(model: nn.Module) -> None:
+    """Replace every parametrized tensor (weight norm, ...) by its current value, in place."""
+    for module in list(model.modules()):
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+
+
+def use_eager_implementations(model: nn.Module) -> None:
+    """Switch modules that offer an eager `implementation` (e.g. the fused Snake) to it."""
+    for module in model.modules():
+        if getattr(module, "implementation", None) not in (None, "eager"):
+            module.implementation = "eager"
+
+
+def find_bottleneck(model: nn.Module) -> Bottleneck | None:
+    found = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    return found[0] if len(found) == 1 else None
+
+
+@attrs.define(slots=False)
+class LoadedModel:
+    """A trained model ready for inference, with what its outputs need to be described."""
+
+    model: AudioModel
+    spec: ExperimentSpec
+    spec_hash: str
+    checkpoint: Path
+    step: int
+    device: torch.device
+    registry: Any
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def sample_rate(self) -> int:
+        return self.spec.data.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.spec.data.channels
+
+    @property
+    def hop_length(self) -> int:
+        return int(self.model.hop_length)
+
+    @property
+    def bottleneck(self) -> Bottleneck:
+        found = find_bottleneck(self.model)
+        if found is None:
+            raise LyraError(f"model '{self.name}': no single Bottleneck module to sample from")
+        return found
+
+    @property
+    def quantizer(self) -> QuantizingBottleneck | None:
+        """The bottleneck if it has discrete codes (and the model exposes `features`)."""
+        found = find_bottleneck(self.model)
+        if isinstance(found, QuantizingBottleneck) and hasattr(self.model, "features"):
+            return found
+        return None
+
+    @functools.cached_property
+    def _probe(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The encoder's output (latent, terms) for one hop of silence."""
+        probe = torch.zeros(1, self.channels, self.hop_length, device=self.device)
+        with torch.inference_mode():
+            return self.model.encode(probe)
+
+    @property
+    def single_vector(self) -> bool:
+        """Whether the latent is one vector per example ([B, D]) instead of a time series."""
+        return self._probe[0].dim() == 2
+
+    @property
+    def variational(self) -> bool:
+        """Whether the latent is variational: the bottleneck reports a "kl" term (a Gaussian
+        posterior), so paths between latents are spherical rather than straight."""
+        return "kl" in self._probe[1]
+
+    @property
+    def frame_multiple(self) -> int:
+        """What a latent's frame count must be a multiple of (a multi-scale quantizer's largest
+        stride, an attention window): 1 for most models."""
+        found = find_bottleneck(self.model)
+        own = (getattr(m, "frame_multiple", 1) for m in (self.model, found))
+        return math.lcm(*(int(m) for m in own))
+
+    def latent_frames(self, samples: int) -> int:
+        """Latent frames that cover `samples` samples: ceil(samples / hop), rounded up to the
+        frame multiple (what `sample_prior` and the decoder accept)."""
+        if samples < 1:
+            raise LyraError(f"need at least one sample of audio, got {samples}")
+        multiple = self.frame_multiple
+        return math.ceil(samples / (self.hop_length * multiple)) * multiple
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "hop_length": self.hop_length,
+            "channels": self.channels,
+            "model": self.name,
+            "spec_hash": self.spec_hash,
+            "checkpoint": str(self.checkpoint.resolve()),
+            "step": self.step,
+        }
+
+
+def stored_spec(path: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's spec as a JSON object (not yet validated)."""
+    if not isinstance(state.get("spec"), str) or not isinstance(state.get("model"), dict):
+        raise LyraError(f"{path}: the checkpoint has no spec or no model weights")
+    try:
+        data = json.loads(state["spec"])
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise LyraError(
+            f"{path}: the checkpoint's stored spec is not valid JSON ({exc}); "
+            "it was not written by `lyra run`, or it is damaged"
+        ) from None
+    if not isinstance(data, dict):
+        raise LyraError(
+            f"{path}: the checkpoint's stored spec is a JSON {type(data).__name__}, not an object"
+        )
+    return data
+
+
+def validated_spec(path: Path, state: dict[str, Any], plugins: Plugins) -> ExperimentSpec:
+    """The stored spec checked against the live registry, naming plugins the run needs."""
+    missing, changed = plugin_differences(state.get("plugins") or {}, plugins)
+    try:
+        spec: ExperimentSpec = validate_data(
+            stored_spec(path, state), plugins.registry, f"{path} (its spec)"
+        )
+    except LyraError as exc:
+        if missing:
+            raise LyraError(
+                f"{exc}\nthe run was trained with plugin(s) not loaded now: {', '.join(missing)}; "
+                "install (or enable) them to use this model (see `lyra plugins`)"
+            ) from exc
+        raise
+    if changed:
+        print(
+            f"warning: plugin versions differ from training: {', '.join(changed)}", file=sys.stderr
+        )
+    return spec
+
+
+def build_trained(
+    path: Path, spec: ExperimentSpec, weights: dict, registry: Any, dev: torch.device
+) -> AudioModel:
+    """The spec's model with the checkpoint's weights, ready for inference on `dev`."""
+    model = spec.model.build(spec.context(registry, str(dev)))
+    if not isinstance(model, AudioModel):
+        raise LyraError(f"{path}: the model is a {type(model).__name__}, not an AudioModel")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise LyraError(f"{path}: the weights do not fit the spec's model: {exc}") from exc
+    model.eval().requires_grad_(False)
+    fold_parametrizations(model)
+    use_eager_implementations(model)
+    return model.to(dev)
+
+
+def load_model(
+    source: str | Path,
+    plugins: Plugins,
+    device: str = "auto",
+    tracking_uri: str | None = None,
+) -> LoadedModel:
+    """Load a trained model for inference (see the module docstring)."""
+    path = find_checkpoint(source, tracking_uri)
+    state = checkpoint.load(path, map_location="cpu")
+    spec = validated_spec(path, state, plugins)
+    dev = pick_device(device)
+    model = build_trained(path, spec, state["model"], plugins.registry, dev)
+    step = state.get("step", 0)
+    step = step if isinstance(step, int) else 0
+    data = stored_spec(path, state)
+    return LoadedModel(model, spec, spec_hash(data), path, step, dev, plugins.registry)
