@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lyra_core import BuildContext, Discriminator
+from lyra_core import BuildContext, DiscriminatorRef
 from lyra_core.plugins import load_plugins
 from lyra_core.spec import structure
 
@@ -39,7 +39,7 @@ def registry():
 @pytest.mark.parametrize("name", list(SPECS))
 def test_discriminator_forward_backward(benchmark, registry, peak_allocated_bytes, name):
     ctx = BuildContext(registry=registry, sample_rate=44100, channels=1)
-    disc = structure(SPECS[name], Discriminator, registry).build(ctx)
+    disc = structure(SPECS[name], DiscriminatorRef, registry).build(ctx)
     shape = CI_SHAPE if benchmark.disabled else SHAPE
     audio = torch.randn(shape, generator=torch.Generator().manual_seed(0))
 

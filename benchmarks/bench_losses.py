@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 import torch
 
-from lyra_core import BuildContext, Loss
+from lyra_core import BuildContext, LossRef
 from lyra_core.interfaces import ModelOutput
 from lyra_core.plugins import load_plugins
 from lyra_core.spec import structure
@@ -37,7 +37,7 @@ def audio() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def lyra_loss(registry, data: dict, sample_rate: int = 44100):
-    spec = structure(data, Loss, registry)
+    spec = structure(data, LossRef, registry)
     return spec.build(BuildContext(registry=registry, sample_rate=sample_rate))
 
 

@@ -9,18 +9,30 @@ import attrs
 
 from lyra_core.context import BuildContext
 from lyra_core.kinds import (
-    Adversarial,
-    Augmentation,
-    Dataset,
-    Discriminator,
-    Loss,
-    Model,
-    Optimizer,
-    Scheduler,
-    Tracker,
+    AdversarialRef,
+    AugmentationRef,
+    DatasetRef,
+    DiscriminatorRef,
+    LossRef,
+    ModelRef,
+    OptimizerRef,
+    SchedulerRef,
+    TrackerRef,
 )
 from lyra_core.spec import param
-from lyra_core.validators import positive
+from lyra_core.validators import (
+    MAX_CHANNELS,
+    MAX_COUNT,
+    MAX_SAMPLE_RATE,
+    MAX_SAMPLES,
+    MAX_WORKERS,
+    between,
+    non_negative,
+    size,
+)
+
+MAX_BATCH = 65_536
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 if TYPE_CHECKING:
     from lyra_core.registry import Registry
@@ -30,13 +42,23 @@ if TYPE_CHECKING:
 class DataSpec:
     """Where the audio comes from, its format, and how it is batched and augmented."""
 
-    dataset: Dataset = param(doc="the dataset component")
-    sample_rate: int = param(44100, doc="sample rate the model works at (Hz)", validator=positive)
-    channels: int = param(1, doc="audio channels the model works with", validator=positive)
-    segment_length: int = param(32768, doc="samples per training example", validator=positive)
-    batch_size: int = param(8, doc="examples per optimizer step", validator=positive)
-    num_workers: int = param(0, doc="DataLoader worker processes")
-    augmentations: tuple[Augmentation, ...] = param(
+    dataset: DatasetRef = param(doc="the dataset component")
+    sample_rate: int = param(
+        44100, doc="sample rate the model works at (Hz)", validator=size(MAX_SAMPLE_RATE)
+    )
+    channels: int = param(
+        1, doc="audio channels the model works with", validator=size(MAX_CHANNELS)
+    )
+    segment_length: int = param(
+        32768, doc="samples per training example", validator=size(MAX_SAMPLES)
+    )
+    batch_size: int = param(8, doc="examples per optimizer step", validator=size(MAX_BATCH))
+    num_workers: int = param(
+        0,
+        doc="DataLoader worker processes (0: load in the main process)",
+        validator=size(MAX_WORKERS, minimum=0),
+    )
+    augmentations: tuple[AugmentationRef, ...] = param(
         (), doc="augmentations applied to each batch on the device, in this order"
     )
 
@@ -45,14 +67,14 @@ class DataSpec:
 class AdversarialSpec:
     """A discriminator, its losses and its own optimizer (see `training.phases` for when)."""
 
-    discriminator: Discriminator = param(doc="the discriminator (e.g. combined mpd + mrsd)")
-    losses: tuple[Adversarial, ...] = param(
+    discriminator: DiscriminatorRef = param(doc="the discriminator (e.g. combined mpd + mrsd)")
+    losses: tuple[AdversarialRef, ...] = param(
         doc="adversarial objectives (hinge or lsgan) and feature matching, each with a weight"
     )
-    optimizer: Optimizer | None = param(
+    optimizer: OptimizerRef | None = param(
         None, doc="the discriminator's optimizer (none: the same settings as the generator's)"
     )
-    scheduler: Scheduler | None = param(None, doc="the discriminator's learning-rate scheduler")
+    scheduler: SchedulerRef | None = param(None, doc="the discriminator's learning-rate scheduler")
 
 
 @attrs.frozen(kw_only=True)
@@ -60,7 +82,11 @@ class PhaseSpec:
     """A stretch of training with its own losses, frozen modules and discriminator schedule."""
 
     name: str = param("phase", doc="shown in logs and tracked as train/phase")
-    until: int | None = param(None, doc="the step this phase ends at (none: the end of training)")
+    until: int | None = param(
+        None,
+        doc="the step this phase ends at (none: the end of training)",
+        validator=size(MAX_COUNT),
+    )
     loss_weights: dict[str, float] = param(
         factory=dict,
         doc="factors on the losses' weights by name, as logged (0 turns a loss off); "
@@ -70,7 +96,9 @@ class PhaseSpec:
         False, doc="the generator trains against the discriminator (adversarial losses on)"
     )
     discriminator_every: int = param(
-        0, doc="train the discriminator on every k-th batch (0: never; 1: D then G each batch)"
+        0,
+        doc="train the discriminator on every k-th batch (0: never; 1: D then G each batch)",
+        validator=size(MAX_COUNT, minimum=0),
     )
     frozen: tuple[str, ...] = param(
         (), doc="model submodules kept fixed in this phase, by name (e.g. 'encoder')"
@@ -89,31 +117,43 @@ def _phases_in_order(_: object, __: attrs.Attribute, phases: tuple) -> None:
 class TrainingSpec:
     """The optimisation loop: steps, optimizer, precision, checkpoints and validation."""
 
-    steps: int = param(1000, doc="optimizer steps to train for", validator=positive)
-    optimizer: Optimizer = param(doc="the generator's optimizer")
-    scheduler: Scheduler | None = param(None, doc="learning-rate scheduler (none: constant)")
+    steps: int = param(1000, doc="optimizer steps to train for", validator=size(MAX_COUNT))
+    optimizer: OptimizerRef = param(doc="the generator's optimizer")
+    scheduler: SchedulerRef | None = param(None, doc="learning-rate scheduler (none: constant)")
     precision: Literal["32", "bf16", "fp16"] = param(
         "32", doc="32: float32; bf16/fp16: autocast (fp16 with a GradScaler on CUDA)"
     )
-    grad_clip: float | None = param(None, doc="clip the gradients' global norm to this value")
-    accumulate: int = param(1, doc="batches per optimizer step", validator=positive)
+    grad_clip: float | None = param(
+        None,
+        doc="clip the gradients' global norm to this value (0 or none: no clipping)",
+        validator=non_negative,
+    )
+    accumulate: int = param(1, doc="batches per optimizer step", validator=size(MAX_BATCH))
     compile: bool = param(False, doc="run the model through torch.compile")
-    checkpoint_every: int = param(500, doc="steps between 'last' checkpoints", validator=positive)
-    keep_checkpoints: int = param(3, doc="step checkpoints to keep", validator=positive)
-    validate_every: int = param(500, doc="steps between validations", validator=positive)
-    log_every: int = param(10, doc="steps between training-metric log lines", validator=positive)
+    checkpoint_every: int = param(
+        500, doc="steps between 'last' checkpoints", validator=size(MAX_COUNT)
+    )
+    keep_checkpoints: int = param(3, doc="step checkpoints to keep", validator=size(MAX_COUNT))
+    validate_every: int = param(500, doc="steps between validations", validator=size(MAX_COUNT))
+    log_every: int = param(
+        10, doc="steps between training-metric log lines", validator=size(MAX_COUNT)
+    )
     validation_batches: int = param(
-        4, doc="validation batches averaged per validation", validator=positive
+        4, doc="validation batches averaged per validation", validator=size(MAX_COUNT)
     )
     validation_examples: int = param(
-        2, doc="examples written as WAV and spectrogram PNG per validation"
+        2,
+        doc="examples written as WAV and spectrogram PNG per validation",
+        validator=size(MAX_BATCH, minimum=0),
     )
     best_metric: str = param(
         "val/mr_stft", doc="validation metric that picks the 'best' checkpoint"
     )
     best_mode: Literal["min", "max"] = param("min", doc="whether lower or higher is better")
     max_nonfinite: int = param(
-        5, doc="consecutive non-finite steps (skipped) before the run stops", validator=positive
+        5,
+        doc="consecutive non-finite steps (skipped) before the run stops",
+        validator=size(MAX_COUNT),
     )
     adversarial: AdversarialSpec | None = param(
         None, doc="a discriminator and adversarial losses (none: reconstruction only)"
@@ -138,12 +178,14 @@ class ExperimentSpec:
     """A whole experiment: data, model, losses, training and tracking."""
 
     name: str = param("experiment", doc="a name for runs of this spec")
-    seed: int = param(0, doc="one seed for every random number generator")
+    seed: int = param(
+        0, doc="one seed for every random number generator", validator=between(0, MAX_SEED)
+    )
     data: DataSpec = param(doc="the data section")
-    model: Model = param(doc="the model")
-    losses: tuple[Loss, ...] = param((), doc="weighted losses summed into the objective")
+    model: ModelRef = param(doc="the model")
+    losses: tuple[LossRef, ...] = param((), doc="weighted losses summed into the objective")
     training: TrainingSpec = param(doc="the training section")
-    tracking: Tracker | None = param(None, doc="experiment tracker (none: the default mlflow)")
+    tracking: TrackerRef | None = param(None, doc="experiment tracker (none: the default mlflow)")
 
     def context(self, registry: Registry, device: str = "cpu") -> BuildContext:
         """The build context of this experiment's audio format and seed."""

@@ -93,21 +93,23 @@ CORE_KINDS: tuple[Kind, ...] = tuple(
     ]
 )
 
-# Slot types for fields that hold any component of a core kind, e.g. `activation: Activation`.
-# A plugin that declares a kind makes its own the same way: `Vocoder = Ref["vocoder"]`.
-Activation = Ref["activation"]
-Block = Ref["block"]
-Encoder = Ref["encoder"]
-Decoder = Ref["decoder"]
-Bottleneck = Ref["bottleneck"]
-Filterbank = Ref["filterbank"]
-Discriminator = Ref["discriminator"]
-Augmentation = Ref["augmentation"]
-Loss = Ref["loss"]
-Adversarial = Ref["adversarial"]
-WeightSchedule = Ref["weight_schedule"]
-Dataset = Ref["dataset"]
-Optimizer = Ref["optimizer"]
-Scheduler = Ref["scheduler"]
-Model = Ref["model"]
-Tracker = Ref["tracker"]
+# Slot types for fields that hold any component of a core kind, e.g. `activation: ActivationRef`.
+# They end in `Ref` so that a slot (`BottleneckRef`: a spec naming any registered bottleneck)
+# never shares a name with the module base class it builds (`interfaces.Bottleneck`).
+# A plugin that declares a kind makes its own the same way: `VocoderRef = Ref["vocoder"]`.
+ActivationRef = Ref["activation"]
+BlockRef = Ref["block"]
+EncoderRef = Ref["encoder"]
+DecoderRef = Ref["decoder"]
+BottleneckRef = Ref["bottleneck"]
+FilterbankRef = Ref["filterbank"]
+DiscriminatorRef = Ref["discriminator"]
+AugmentationRef = Ref["augmentation"]
+LossRef = Ref["loss"]
+AdversarialRef = Ref["adversarial"]
+WeightScheduleRef = Ref["weight_schedule"]
+DatasetRef = Ref["dataset"]
+OptimizerRef = Ref["optimizer"]
+SchedulerRef = Ref["scheduler"]
+ModelRef = Ref["model"]
+TrackerRef = Ref["tracker"]

@@ -19,6 +19,39 @@ from lyra_core.registry import Registry
 from lyra_core.schema import KIND_KEY, experiment_schema
 from lyra_core.spec import make_converter, structure
 
+MAX_DEPTH = 64  # objects and lists inside each other; the shipped specs nest about 8 deep
+
+
+def check_depth(data: Any, source: str | None = None) -> None:
+    """Refuse data nested more than `MAX_DEPTH` levels deep (no recursion: any depth is safe)."""
+    stack: list[tuple[Any, str, int]] = [(data, "$", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            message = (
+                f"nested too deeply: a spec may nest at most {MAX_DEPTH} levels (objects and "
+                "lists inside each other)"
+            )
+            raise SpecError([(path, message)], source)
+        if isinstance(node, dict):
+            stack.extend((v, _child(path, f".{k}", depth), depth + 1) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, _child(path, f"[{i}]", depth), depth + 1) for i, v in enumerate(node))
+
+
+def _child(path: str, step: str, depth: int) -> str:
+    """The JSON path of a child, shortened past a few levels (where a too-deep value starts)."""
+    if depth < 6:
+        return path + step
+    return path if path.endswith("...") else path + "..."
+
+
+def _too_deep(where: str) -> LyraError:
+    return LyraError(
+        f"{where}: nested too deeply to parse; a spec may nest at most {MAX_DEPTH} levels "
+        "(objects and lists inside each other)"
+    )
+
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
@@ -49,15 +82,19 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise LyraError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
     except ValueError as exc:
         raise LyraError(f"{path}: not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise _too_deep(str(path)) from None
     if not isinstance(data, dict):
         raise SpecError(
             [("$", f"a spec must be a JSON object, not {type(data).__name__}")], str(path)
         )
+    check_depth(data, str(path))
     return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply `a.b.0.c=value` overrides (value parsed as JSON, else taken as a string)."""
+    check_depth(data)
     data = json.loads(json.dumps(data))
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -67,6 +104,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             value = json.loads(raw, parse_constant=_no_constants)
         except ValueError:
             value = raw
+        except RecursionError:
+            raise _too_deep(f"--set {key}") from None
         node: Any = data
         parts = key.split(".")
         for i, part in enumerate(parts):
@@ -136,6 +175,14 @@ def _leaf_errors(err: jsonschema.ValidationError) -> Iterable[jsonschema.Validat
         yield err
 
 
+def _without_bounds_of_wrong_types(
+    errors: list[jsonschema.ValidationError],
+) -> list[jsonschema.ValidationError]:
+    """Where a value has the wrong type, say only that (not also that it is out of bounds)."""
+    wrong_type = {e.json_path for e in errors if e.validator == "type"}
+    return [e for e in errors if e.validator == "type" or e.json_path not in wrong_type]
+
+
 def validate_data(
     data: dict[str, Any],
     registry: Registry,
@@ -143,13 +190,11 @@ def validate_data(
     schema: dict[str, Any] | None = None,
 ) -> ExperimentSpec:
     """Validate a parsed spec (all schema errors at once), then structure it."""
+    check_depth(data, source)
     schema = schema or experiment_schema(registry)
     validator = jsonschema.Draft202012Validator(schema)
-    problems = [
-        _message(leaf, registry)
-        for err in validator.iter_errors(data)
-        for leaf in _leaf_errors(err)
-    ]
+    leaves = [leaf for err in validator.iter_errors(data) for leaf in _leaf_errors(err)]
+    problems = [_message(leaf, registry) for leaf in _without_bounds_of_wrong_types(leaves)]
     if problems:
         raise SpecError(problems, source)
     body = {k: v for k, v in data.items() if k != "$schema"}

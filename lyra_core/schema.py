@@ -17,6 +17,7 @@ import attrs
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.registry import Registry
 from lyra_core.spec import field_doc, is_ref, make_converter
+from lyra_core.validators import schema_of
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 KIND_KEY = "x-lyra-kind"
@@ -24,6 +25,28 @@ KIND_KEY = "x-lyra-kind"
 
 def _doc(cls: type) -> str:
     return " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+
+
+def _constrain(prop: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """`prop` with a validator's bounds added (into the non-null branch of an optional field)."""
+    if "anyOf" in prop:
+        branches = [
+            b if b.get("type") == "null" else _constrain(b, fragment) for b in prop["anyOf"]
+        ]
+        return {**prop, "anyOf": branches}
+    out = dict(prop)
+    for key, value in fragment.items():
+        if key == "items" and "prefixItems" in out:
+            out["prefixItems"] = [_constrain(p, value) for p in out["prefixItems"]]
+        elif key == "items" and isinstance(out.get("items"), dict):
+            out["items"] = _constrain(out["items"], value)
+        elif key == "maxItems" and "maxItems" in out:
+            out["maxItems"] = min(out["maxItems"], value)
+        elif key == "minItems" and "minItems" in out:
+            out["minItems"] = max(out["minItems"], value)
+        else:
+            out[key] = value
+    return out
 
 
 class _Generator:
@@ -79,6 +102,8 @@ class _Generator:
             required.append("type")
         for a in attrs.fields(cls):
             prop = self.type_schema(hints[a.name])
+            for fragment in schema_of(a.validator):
+                prop = _constrain(prop, fragment)
             if field_doc(a):
                 prop = {"description": field_doc(a), **prop}
             if a.default is attrs.NOTHING:

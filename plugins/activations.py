@@ -163,7 +163,9 @@ class SnakeSpec:
 
 @attrs.frozen(kw_only=True)
 class SnakeBetaSpec:
-    """SnakeBeta x + sin²(αx)/β, α and β per channel in log space, initialised to 0 (seed 001)."""
+    """SnakeBeta x + sin²(αx)/β, α and β per channel in log space, initialised to 0.
+
+    The LyraCodec VAE's activation."""
 
     alpha: float = param(1.0, doc="initial α and β (stored as their logs when logscale)")
     logscale: bool = param(True, doc="keep α and β in log space")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyra_core import BuildContext, BuildError, hookimpl, param
-from lyra_core.validators import positive
+from lyra_core.validators import MAX_CHANNELS, MAX_SAMPLES, size
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -79,9 +79,9 @@ class LocalAttention(nn.Module):
 class LocalAttentionSpec:
     """Windowed multi-head self-attention with rotary embeddings and the skip (SNAC's LocalMHA)."""
 
-    window_size: int = param(32, doc="frames per attention window", validator=positive)
+    window_size: int = param(32, doc="frames per attention window", validator=size(MAX_SAMPLES))
     head_dim: int = param(
-        64, doc="width of each head; heads = channels // head_dim", validator=positive
+        64, doc="width of each head; heads = channels // head_dim", validator=size(MAX_CHANNELS)
     )
     rotary: bool = param(True, doc="rotary position embeddings on queries and keys")
 

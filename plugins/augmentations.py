@@ -17,12 +17,7 @@ import torchaudio.functional as AF
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Augmentation
-from lyra_core.validators import positive
-
-
-def _probability(_: object, a: attrs.Attribute, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{a.name} must be in [0, 1], got {value}")
+from lyra_core.validators import MAX_SAMPLE_RATE, MAX_SAMPLES, between, fraction, size
 
 
 def _ordered(low: str, high: str):
@@ -99,8 +94,8 @@ class RandomCrop(Augmentation):
 class RandomCropSpec:
     """Crop `length` samples at a uniform random offset (unchosen examples: from the start)."""
 
-    length: int = param(16384, doc="samples kept per example", validator=positive)
-    p: float = param(1.0, doc="probability of a random offset", validator=_probability)
+    length: int = param(16384, doc="samples kept per example", validator=size(MAX_SAMPLES))
+    p: float = param(1.0, doc="probability of a random offset", validator=fraction)
 
     def build(self, ctx: BuildContext) -> Augmentation:
         return RandomCrop(self.length, self.p)
@@ -144,10 +139,20 @@ class PhaseMangle(PerExample):
 class PhaseMangleSpec:
     """RAVE's random phase mangling: a 2nd-order all-pass at a log-uniform frequency (|H| = 1)."""
 
-    min_frequency: float = param(20.0, doc="lowest all-pass frequency (Hz)", validator=positive)
-    max_frequency: float = param(2000.0, doc="highest all-pass frequency (Hz)", validator=positive)
-    r: float = param(0.99, doc="pole radius, in (0, 0.999]")
-    p: float = param(0.8, doc="probability per example", validator=_probability)
+    min_frequency: float = param(
+        20.0,
+        doc="lowest all-pass frequency (Hz)",
+        validator=between(0, MAX_SAMPLE_RATE, low_open=True),
+    )
+    max_frequency: float = param(
+        2000.0,
+        doc="highest all-pass frequency (Hz)",
+        validator=between(0, MAX_SAMPLE_RATE, low_open=True),
+    )
+    r: float = param(
+        0.99, doc="pole radius, in (0, 0.999]", validator=between(0, 0.999, low_open=True)
+    )
+    p: float = param(0.8, doc="probability per example", validator=fraction)
 
     def __attrs_post_init__(self) -> None:
         _ordered("min_frequency", "max_frequency")(self)
@@ -179,8 +184,8 @@ class Dequantize(PerExample):
 class DequantizeSpec:
     """Add uniform noise one quantisation step wide (±half a step) at `bits` bits."""
 
-    bits: int = param(16, doc="bit depth whose step sets the noise width", validator=positive)
-    p: float = param(1.0, doc="probability per example", validator=_probability)
+    bits: int = param(16, doc="bit depth whose step sets the noise width", validator=size(64))
+    p: float = param(1.0, doc="probability per example", validator=fraction)
 
     def build(self, ctx: BuildContext) -> Augmentation:
         return Dequantize(self.bits, self.p)
@@ -203,9 +208,9 @@ class Gain(PerExample):
 class GainSpec:
     """Multiply each example by a gain drawn uniformly in dB (no clipping)."""
 
-    min_db: float = param(-6.0, doc="lowest gain (dB)")
-    max_db: float = param(6.0, doc="highest gain (dB)")
-    p: float = param(0.5, doc="probability per example", validator=_probability)
+    min_db: float = param(-6.0, doc="lowest gain (dB)", validator=between(-120, 120))
+    max_db: float = param(6.0, doc="highest gain (dB)", validator=between(-120, 120))
+    p: float = param(0.5, doc="probability per example", validator=fraction)
 
     def __attrs_post_init__(self) -> None:
         _ordered("min_db", "max_db")(self)
@@ -226,7 +231,7 @@ class PolarityFlip(PerExample):
 class PolarityFlipSpec:
     """Negate the waveform."""
 
-    p: float = param(0.5, doc="probability per example", validator=_probability)
+    p: float = param(0.5, doc="probability per example", validator=fraction)
 
     def build(self, ctx: BuildContext) -> Augmentation:
         return PolarityFlip(self.p)
@@ -270,11 +275,13 @@ class PitchShiftSpec:
     that, load longer segments and put random_crop after pitch_shift.
     """
 
-    semitones: float = param(2.0, doc="largest shift either way (semitones)", validator=positive)
-    max_denominator: int = param(
-        32, doc="ratios are fractions with at most this denominator", validator=positive
+    semitones: float = param(
+        2.0, doc="largest shift either way (semitones)", validator=between(0, 48, low_open=True)
     )
-    p: float = param(0.5, doc="probability per example", validator=_probability)
+    max_denominator: int = param(
+        32, doc="ratios are fractions with at most this denominator", validator=size(1024)
+    )
+    p: float = param(0.5, doc="probability per example", validator=fraction)
 
     def __attrs_post_init__(self) -> None:
         if self.semitones >= 12.0:
@@ -306,9 +313,9 @@ class AddNoise(PerExample):
 class AddNoiseSpec:
     """Add white Gaussian noise at a signal-to-noise ratio drawn uniformly in dB."""
 
-    min_snr_db: float = param(20.0, doc="lowest SNR (dB)")
-    max_snr_db: float = param(50.0, doc="highest SNR (dB)")
-    p: float = param(0.5, doc="probability per example", validator=_probability)
+    min_snr_db: float = param(20.0, doc="lowest SNR (dB)", validator=between(-60, 200))
+    max_snr_db: float = param(50.0, doc="highest SNR (dB)", validator=between(-60, 200))
+    p: float = param(0.5, doc="probability per example", validator=fraction)
 
     def __attrs_post_init__(self) -> None:
         _ordered("min_snr_db", "max_snr_db")(self)

@@ -20,24 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
-from lyra_core import Activation, BuildContext, BuildError, hookimpl, param
+from lyra_core import ActivationRef, BuildContext, BuildError, hookimpl, param
+from lyra_core.validators import MAX_FACTOR, odd, positive_ints, size
 from lyra_plugins.activations import SnakeSpec
-
-
-def positive(_: object, a: attrs.Attribute, value: int) -> None:
-    if value <= 0:
-        raise ValueError(f"{a.name} must be positive, got {value}")
-
-
-def odd(_: object, a: attrs.Attribute, value: int) -> None:
-    if value <= 0 or value % 2 == 0:
-        raise ValueError(f"{a.name} must be a positive odd number ('same' padding), got {value}")
-
-
-def positive_ints(_: object, a: attrs.Attribute, value: Sequence[int]) -> None:
-    if not value or any(v <= 0 for v in value):
-        raise ValueError(f"{a.name} must be a non-empty list of positive integers, got {value}")
-
 
 DownPadding = Literal["symmetric", "asymmetric"]
 
@@ -231,11 +216,11 @@ BIAS_DOC = "give every conv a bias (RAVE: none)"
 
 @attrs.frozen(kw_only=True)
 class ResidualUnitSpec:
-    """Residual unit: act -> conv(k, dilation d) -> act -> conv k1, plus the skip (seed 001)."""
+    """Residual unit: act -> conv(k, dilation d) -> act -> conv k1, plus the skip (as in DAC)."""
 
-    kernel_size: int = param(7, doc="kernel of the dilated conv (odd)", validator=odd)
-    dilation: int = param(1, doc="dilation of the first conv", validator=positive)
-    activation: Activation = param(factory=SnakeSpec, doc="activation before each conv")
+    kernel_size: int = param(7, doc="kernel of the dilated conv (odd)", validator=odd())
+    dilation: int = param(1, doc="dilation of the first conv", validator=size(MAX_FACTOR))
+    activation: ActivationRef = param(factory=SnakeSpec, doc="activation before each conv")
     weight_norm: bool = param(False, doc="weight-normalise both convs")
     depthwise: bool = param(False, doc=DEPTHWISE_DOC)
     bias: bool = param(True, doc=BIAS_DOC)
@@ -261,19 +246,27 @@ class NoiseInjectionSpec:
 
 
 @attrs.frozen(kw_only=True)
-class EncoderBlockSpec:
-    """Downsampling block: residual units at the input width -> act -> strided conv (seed 001)."""
+class ResampleBlockSpec:
+    """The fields encoder_block and decoder_block share: their residual units and convs."""
 
     dilations: tuple[int, ...] = param(
-        (1, 3, 9), doc="one residual unit per dilation", validator=positive_ints
+        (1, 3, 9),
+        doc="one residual unit per dilation",
+        validator=positive_ints(MAX_FACTOR, max_items=16),
     )
-    kernel_size: int = param(7, doc="kernel of the residual units' dilated convs", validator=odd)
-    activation: Activation = param(
+    kernel_size: int = param(7, doc="kernel of the residual units' dilated convs", validator=odd())
+    activation: ActivationRef = param(
         factory=SnakeSpec, doc="activation in the units and before the conv"
     )
     weight_norm: bool = param(False, doc="weight-normalise every conv of the block")
     depthwise: bool = param(False, doc=DEPTHWISE_DOC)
     bias: bool = param(True, doc=BIAS_DOC)
+
+
+@attrs.frozen(kw_only=True)
+class EncoderBlockSpec(ResampleBlockSpec):
+    """Downsampling block: residual units at the input width -> act -> strided conv."""
+
     padding: DownPadding = param(
         "symmetric",
         doc="padding of the strided conv (kernel 2·stride): symmetric: ceil(stride/2) each side "
@@ -294,20 +287,12 @@ class EncoderBlockSpec:
 
 
 @attrs.frozen(kw_only=True)
-class DecoderBlockSpec:
-    """Upsampling block: residual units, act and upsampling conv, in either order (seed, DAC)."""
+class DecoderBlockSpec(ResampleBlockSpec):
+    """Upsampling block: residual units, act and upsampling conv, in either order."""
 
-    dilations: tuple[int, ...] = param(
-        (1, 3, 9), doc="one residual unit per dilation", validator=positive_ints
-    )
-    kernel_size: int = param(7, doc="kernel of the residual units' dilated convs", validator=odd)
-    activation: Activation = param(
-        factory=SnakeSpec, doc="activation in the units and before the conv"
-    )
-    weight_norm: bool = param(False, doc="weight-normalise every conv of the block")
     order: Literal["units_first", "upsample_first"] = param(
         "units_first",
-        doc="units_first: units at the input width, act, upsample (seed 001); "
+        doc="units_first: units at the input width, act, upsample (the LyraCodec VAE's decoder); "
         "upsample_first: act, upsample, units at the output width (DAC)",
     )
     upsample: Literal["transposed", "resize"] = param(
@@ -319,8 +304,6 @@ class DecoderBlockSpec:
     noise: bool = param(
         False, doc="a noise_injection right after the upsampling conv (SNAC; weight norm as set)"
     )
-    depthwise: bool = param(False, doc=DEPTHWISE_DOC)
-    bias: bool = param(True, doc=BIAS_DOC)
 
     def build(
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int

@@ -1,14 +1,14 @@
-"""Convolutional encoder and decoder built from blocks (DAC, stable-audio-tools' Oobleck, seed 001).
+"""Convolutional encoder and decoder built from blocks (DAC, Oobleck, the LyraCodec VAE).
 
 Contracts: `encoder` builds with `build(ctx, in_channels, out_channels)` and maps [B, Cin, T] to
 [B, Cout, T/hop]; `decoder` builds with `build(ctx, in_channels, out_channels)` and maps
 [B, Cin, T'] to [B, Cout, T'·hop]. Both expose `hop_length`, the product of their strides.
 
 Widths: with base width b and multipliers m₁…mₙ the encoder's blocks go b·[1, m₁, …, mₙ₋₁] ->
-b·[m₁, …, mₙ] (so the first block keeps b when m₁ = 1, as in seed 001); the decoder runs the same
-widths backwards.
+b·[m₁, …, mₙ] (so the first block keeps b when m₁ = 1, as in the LyraCodec VAE); the decoder runs
+the same widths backwards.
 
-Seed 001's LyraCodec VAE (experiments/lyracodec_vae.json) is these components with the choices
+The LyraCodec VAE (experiments/lyracodec_vae.json) is these components with the choices
 that give its 255,858,050 parameters exactly: no weight norm, SnakeBeta everywhere, encoder
 kernels 7 (input) and 3 (output), decoder kernels 3 (input) and 7 (output), and every block's
 residual units at the block's input width (decoder order "units_first", transposed upsampling).
@@ -26,46 +26,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import torch
 from torch import nn
 
-from lyra_core import Activation, Block, BuildContext, BuildError, hookimpl, param
+from lyra_core import ActivationRef, BlockRef, BuildContext, BuildError, hookimpl, param
+from lyra_core.validators import MAX_CHANNELS, MAX_FACTOR, odd, positive_ints, size
 from lyra_plugins.activations import SnakeSpec
-from lyra_plugins.blocks import (
-    DecoderBlockSpec,
-    EncoderBlockSpec,
-    conv,
-    odd,
-    positive,
-    positive_ints,
-)
+from lyra_plugins.blocks import DecoderBlockSpec, EncoderBlockSpec, conv
 
 ConvKind = Literal["dense", "depthwise"]
-
-
-def _check_lengths(spec: ConvEncoderSpec | ConvDecoderSpec) -> None:
-    if len(spec.c_mults) != len(spec.strides):
-        raise ValueError(
-            f"c_mults and strides need one entry per block: got {len(spec.c_mults)} multipliers "
-            f"and {len(spec.strides)} strides"
-        )
-    if spec.blocks is not None and len(spec.blocks) != len(spec.strides):
-        raise ValueError(
-            f"blocks needs one spec per block: got {len(spec.blocks)} for "
-            f"{len(spec.strides)} strides"
-        )
 
 
 def _widths(base: int, c_mults: Sequence[int]) -> list[int]:
     return [base * m for m in (1, *c_mults)]
 
 
-def _build_blocks(
-    spec: ConvEncoderSpec | ConvDecoderSpec, ctx: BuildContext, widths: list[int]
-) -> list[nn.Module]:
+def _build_blocks(spec: ConvCoderSpec, ctx: BuildContext, widths: list[int]) -> list[nn.Module]:
     specs = spec.blocks if spec.blocks is not None else [spec.block] * len(spec.strides)
     return [
         b.build(ctx, in_channels=cin, out_channels=cout, stride=s)
@@ -73,9 +52,7 @@ def _build_blocks(
     ]
 
 
-def _attention(
-    spec: ConvEncoderSpec | ConvDecoderSpec, ctx: BuildContext, width: int
-) -> nn.Module | None:
+def _attention(spec: ConvCoderSpec, ctx: BuildContext, width: int) -> nn.Module | None:
     if spec.attention is None:
         return None
     return spec.attention.build(ctx, in_channels=width, out_channels=width, stride=1)
@@ -170,44 +147,75 @@ BLOCKS_DOC = (
 BIAS_DOC = "give the input and output convs a bias (the blocks have their own `bias`)"
 
 
+MAX_BLOCKS = 32
+ACTIVATION_DOC = (
+    "the activation before the output conv, and only that one: the blocks' activations are "
+    "set in `block` (or `blocks`)"
+)
+
+
 @attrs.frozen(kw_only=True)
-class ConvEncoderSpec:
+class ConvCoderSpec:
+    """The fields conv_encoder and conv_decoder share: widths, blocks and conv options."""
+
+    base_channels: int = param(
+        64,
+        doc="the narrowest width: the encoder's after its input conv, the decoder's last block's "
+        "output",
+        validator=size(MAX_CHANNELS),
+    )
+    c_mults: tuple[int, ...] = param(
+        (2, 4, 8, 16),
+        doc="each encoder block's output width as a multiple of base_channels, in encoder order "
+        "(the decoder runs them backwards)",
+        validator=positive_ints(MAX_FACTOR, max_items=MAX_BLOCKS),
+    )
+    blocks: tuple[BlockRef, ...] | None = param(None, doc=BLOCKS_DOC)
+    weight_norm: bool = param(False, doc="weight-normalise the input and output convs")
+    bias: bool = param(True, doc=BIAS_DOC)
+
+    def __attrs_post_init__(self) -> None:
+        strides: tuple[int, ...] = self.strides  # type: ignore[attr-defined]
+        if len(self.c_mults) != len(strides):
+            raise ValueError(
+                f"c_mults and strides need one entry per block: got {len(self.c_mults)} "
+                f"multipliers and {len(strides)} strides"
+            )
+        if self.blocks is not None and len(self.blocks) != len(strides):
+            raise ValueError(
+                f"blocks needs one spec per block: got {len(self.blocks)} for "
+                f"{len(strides)} strides"
+            )
+
+
+def _strides(default: tuple[int, ...], doc: str) -> Any:
+    return param(default, doc=doc, validator=positive_ints(MAX_FACTOR, max_items=MAX_BLOCKS))
+
+
+@attrs.frozen(kw_only=True)
+class ConvEncoderSpec(ConvCoderSpec):
     """Conv encoder: input conv -> strided blocks (base_channels·c_mults) -> optional attention ->
     act -> output conv."""
 
-    base_channels: int = param(64, doc="width after the input conv", validator=positive)
-    c_mults: tuple[int, ...] = param(
-        (2, 4, 8, 16),
-        doc="each block's output width, as a multiple of base_channels",
-        validator=positive_ints,
+    strides: tuple[int, ...] = _strides(
+        (2, 4, 8, 8), "each block's downsampling factor; hop_length is their product"
     )
-    strides: tuple[int, ...] = param(
-        (2, 4, 8, 8),
-        doc="each block's downsampling factor; hop_length is their product",
-        validator=positive_ints,
-    )
-    block: Block = param(factory=EncoderBlockSpec, doc="the downsampling block")
-    blocks: tuple[Block, ...] | None = param(None, doc=BLOCKS_DOC)
-    attention: Block | None = param(
+    block: BlockRef = param(factory=EncoderBlockSpec, doc="the downsampling block")
+    attention: BlockRef | None = param(
         None,
         doc="a width-keeping block after the downsampling blocks, e.g. local_attention (SNAC); "
         "its frame_multiple becomes the encoder's",
     )
-    activation: Activation = param(
-        factory=SnakeSpec, doc="activation before the output conv (SNAC: identity)"
+    activation: ActivationRef = param(factory=SnakeSpec, doc=f"{ACTIVATION_DOC} (SNAC: identity)")
+    input_kernel: int = param(7, doc="kernel of the input conv (odd)", validator=odd())
+    output_kernel: int = param(
+        3, doc="kernel of the output conv (odd; the LyraCodec VAE: 3)", validator=odd()
     )
-    input_kernel: int = param(7, doc="kernel of the input conv (odd)", validator=odd)
-    output_kernel: int = param(3, doc="kernel of the output conv (odd; seed 001: 3)", validator=odd)
     output_conv: ConvKind = param(
         "dense",
         doc="dense, or depthwise (groups = channels; SNAC: k7, needs out_channels equal to the "
         "last width)",
     )
-    weight_norm: bool = param(False, doc="weight-normalise the input and output convs")
-    bias: bool = param(True, doc=BIAS_DOC)
-
-    def __attrs_post_init__(self) -> None:
-        _check_lengths(self)
 
     def build(self, ctx: BuildContext, in_channels: int, out_channels: int) -> nn.Module:
         widths = _widths(self.base_channels, self.c_mults)
@@ -231,38 +239,29 @@ class ConvEncoderSpec:
 
 
 @attrs.frozen(kw_only=True)
-class ConvDecoderSpec:
+class ConvDecoderSpec(ConvCoderSpec):
     """Conv decoder: input conv -> optional attention -> upsampling blocks (widths reversed) ->
     act -> output conv."""
 
-    base_channels: int = param(64, doc="width of the last block's output", validator=positive)
-    c_mults: tuple[int, ...] = param(
-        (2, 4, 8, 16),
-        doc="the encoder's multipliers, in encoder order (run backwards here)",
-        validator=positive_ints,
+    strides: tuple[int, ...] = _strides(
+        (8, 8, 4, 2), "each block's upsampling factor, in decoder order"
     )
-    strides: tuple[int, ...] = param(
-        (8, 8, 4, 2),
-        doc="each block's upsampling factor, in decoder order",
-        validator=positive_ints,
-    )
-    block: Block = param(factory=DecoderBlockSpec, doc="the upsampling block")
-    blocks: tuple[Block, ...] | None = param(None, doc=BLOCKS_DOC)
-    attention: Block | None = param(
+    block: BlockRef = param(factory=DecoderBlockSpec, doc="the upsampling block")
+    attention: BlockRef | None = param(
         None,
         doc="a width-keeping block between the input conv and the blocks, e.g. local_attention "
         "(SNAC); its frame_multiple becomes the decoder's",
     )
-    activation: Activation = param(factory=SnakeSpec, doc="activation before the output conv")
-    input_kernel: int = param(7, doc="kernel of the input conv (odd; seed 001: 3)", validator=odd)
+    activation: ActivationRef = param(factory=SnakeSpec, doc=ACTIVATION_DOC)
+    input_kernel: int = param(
+        7, doc="kernel of the input conv (odd; the LyraCodec VAE: 3)", validator=odd()
+    )
     input_conv: ConvKind = param(
         "dense",
         doc="dense, or depthwise: a depthwise conv of input_kernel at the latent width, then a "
         "1x1 conv to the first width (SNAC)",
     )
-    output_kernel: int = param(7, doc="kernel of the output conv (odd)", validator=odd)
-    weight_norm: bool = param(False, doc="weight-normalise the input and output convs")
-    bias: bool = param(True, doc=BIAS_DOC)
+    output_kernel: int = param(7, doc="kernel of the output conv (odd)", validator=odd())
     amplitude_modulation: bool = param(
         False,
         doc="RAVE: output 2x channels, split into amplitude a and wave w, return sigmoid(a)·w",
@@ -272,9 +271,6 @@ class ConvDecoderSpec:
         doc="which half of the output conv's channels is the amplitude (RAVE: second)",
     )
     tanh: bool = param(False, doc="squash the output with tanh")
-
-    def __attrs_post_init__(self) -> None:
-        _check_lengths(self)
 
     def build(self, ctx: BuildContext, in_channels: int, out_channels: int) -> nn.Module:
         widths = _widths(self.base_channels, self.c_mults)[::-1]

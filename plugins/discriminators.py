@@ -25,11 +25,32 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
-from lyra_core import Activation, BuildContext, BuildError, LyraError, hookimpl, param
-from lyra_core import Discriminator as DiscriminatorSlot
+from lyra_core import (
+    ActivationRef,
+    BuildContext,
+    BuildError,
+    DiscriminatorRef,
+    LyraError,
+    hookimpl,
+    param,
+)
 from lyra_core.interfaces import Critique, Discriminator
-from lyra_core.validators import positive, positive_ints
+from lyra_core.validators import (
+    MAX_CHANNELS,
+    MAX_FACTOR,
+    MAX_KERNEL,
+    MAX_SAMPLES,
+    EachCheck,
+    between,
+    each,
+    odd,
+    positive,
+    positive_ints,
+    size,
+)
 from lyra_plugins.activations import LeakyReLUSpec
+
+MAX_LAYERS = 32  # hidden convs per stack, sub-discriminators
 
 Norm = Literal["weight", "spectral", "none"]
 NORM_DOC = "reparametrisation of every conv: weight norm, spectral norm, or none"
@@ -41,16 +62,6 @@ def _leaky_relu() -> LeakyReLUSpec:
 
 
 # --- validators ----------------------------------------------------------------------------------
-
-
-def _odd(_: object, a: attrs.Attribute, value: int) -> None:
-    if value <= 0 or value % 2 == 0:
-        raise ValueError(f"{a.name} must be a positive odd number (centred padding), got {value}")
-
-
-def _odd_ints(_: object, a: attrs.Attribute, values: Sequence[int]) -> None:
-    if any(v <= 0 or v % 2 == 0 for v in values):
-        raise ValueError(f"{a.name} must hold positive odd numbers, got {list(values)}")
 
 
 def _band_edges(_: object, a: attrs.Attribute, edges: Sequence[float]) -> None:
@@ -177,26 +188,30 @@ class MSDSpec:
         3,
         doc="sub-discriminators; each after the first sees the audio downsampled 2× again "
         "by AvgPool1d(4, 2, padding=2)",
-        validator=positive,
+        validator=size(16),
     )
     channels: tuple[int, ...] = param(
         (128, 128, 256, 512, 1024, 1024, 1024),
         doc="output width of each hidden conv (HiFi-GAN's MSD)",
-        validator=positive_ints,
+        validator=positive_ints(MAX_CHANNELS, max_items=MAX_LAYERS),
     )
     kernel_sizes: tuple[int, ...] = param(
-        (15, 41, 41, 41, 41, 41, 5), doc="kernel of each hidden conv (odd)", validator=_odd_ints
+        (15, 41, 41, 41, 41, 41, 5),
+        doc="kernel of each hidden conv (odd)",
+        validator=positive_ints(MAX_KERNEL, max_items=MAX_LAYERS, odd=True),
     )
     strides: tuple[int, ...] = param(
-        (1, 2, 2, 4, 4, 1, 1), doc="stride of each hidden conv", validator=positive_ints
+        (1, 2, 2, 4, 4, 1, 1),
+        doc="stride of each hidden conv",
+        validator=positive_ints(MAX_FACTOR, max_items=MAX_LAYERS),
     )
     groups: tuple[int, ...] = param(
         (1, 4, 16, 16, 16, 16, 1),
         doc="groups of each hidden conv; must divide its input and output widths",
-        validator=positive_ints,
+        validator=positive_ints(MAX_CHANNELS, max_items=MAX_LAYERS),
     )
     norm: Norm = param("weight", doc=NORM_DOC)
-    activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
+    activation: ActivationRef = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
 
     def __attrs_post_init__(self) -> None:
         names = ("channels", "kernel_sizes", "strides", "groups")
@@ -273,19 +288,23 @@ class MPDSpec:
     """Multi-period waveform discriminator (HiFi-GAN, DAC): Conv2d stacks on period-folded audio."""
 
     periods: tuple[int, ...] = param(
-        (2, 3, 5, 7, 11), doc="one sub-discriminator per period", validator=positive_ints
+        (2, 3, 5, 7, 11),
+        doc="one sub-discriminator per period",
+        validator=positive_ints(MAX_FACTOR, max_items=MAX_LAYERS),
     )
     channels: tuple[int, ...] = param(
         (32, 128, 512, 1024, 1024),
         doc="output width of each hidden Conv2d; all but the last stride by `stride`",
-        validator=positive_ints,
+        validator=positive_ints(MAX_CHANNELS, max_items=MAX_LAYERS),
     )
     kernel_size: int = param(
-        5, doc="kernel height (k, 1) of the hidden convs (odd)", validator=_odd
+        5, doc="kernel height (k, 1) of the hidden convs (odd)", validator=odd()
     )
-    stride: int = param(3, doc="stride (s, 1) of the hidden convs but the last", validator=positive)
+    stride: int = param(
+        3, doc="stride (s, 1) of the hidden convs but the last", validator=size(MAX_FACTOR)
+    )
     norm: Norm = param("weight", doc=NORM_DOC)
-    activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
+    activation: ActivationRef = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
     pad: Literal["to_multiple", "whole_period"] = param(
         "to_multiple",
         doc="reflect-pad T to a multiple of the period (HiFi-GAN), or by p − T mod p, a whole "
@@ -395,26 +414,28 @@ class MRSDSpec:
     windows: tuple[int, ...] = param(
         (2048, 1024, 512),
         doc="STFT window (= FFT size) of each sub-discriminator; Hann",
-        validator=positive_ints,
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_LAYERS),
     )
     hop_factor: float = param(
         0.25,
         doc="hop as a fraction of the window",
-        validator=attrs.validators.and_(attrs.validators.gt(0.0), attrs.validators.le(1.0)),
+        validator=between(0, 1, low_open=True),
     )
     bands: tuple[float, ...] = param(
         (0.0, 0.1, 0.25, 0.5, 0.75, 1.0),
         doc="band edges as fractions of the bins, from 0 to 1 (DAC's 5 bands)",
-        validator=_band_edges,
+        validator=[each(between(0, 1), min_items=2, max_items=MAX_LAYERS + 1), _band_edges],
     )
-    channels: int = param(32, doc="width of every conv in the band stacks", validator=positive)
+    channels: int = param(
+        32, doc="width of every conv in the band stacks", validator=size(MAX_CHANNELS)
+    )
     frequency_strides: tuple[int, ...] = param(
         (1, 2, 2, 2),
         doc="frequency stride of each (3, 9) conv of a band stack; a (3, 3) conv follows them",
-        validator=positive_ints,
+        validator=positive_ints(MAX_FACTOR, max_items=MAX_LAYERS),
     )
     norm: Norm = param("weight", doc=NORM_DOC)
-    activation: Activation = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
+    activation: ActivationRef = param(factory=_leaky_relu, doc=ACTIVATION_DOC)
     framing: Literal["centered", "match_stride"] = param(
         "centered",
         doc="centered: torch.stft's centred frames; match_stride (DAC, audiotools): reflect-pad "
@@ -444,24 +465,19 @@ class CombinedDiscriminator(Discriminator):
         return [critique for member in self.members for critique in member(x)]
 
 
-def _not_empty(_: object, a: attrs.Attribute, values: Sequence[object]) -> None:
-    if not values:
-        raise ValueError(f"{a.name} must name at least one discriminator")
-
-
 @attrs.frozen(kw_only=True)
 class CombinedSpec:
     """Several discriminators judging the same audio, e.g. MPD + MRSD (DAC) or MSD + MPD + MRSD."""
 
-    members: tuple[DiscriminatorSlot, ...] = param(
+    members: tuple[DiscriminatorRef, ...] = param(
         doc="the discriminators; their critiques are concatenated in this order",
-        validator=_not_empty,
+        validator=EachCheck(None, min_items=1, max_items=MAX_LAYERS),
     )
     normalize_peak: float | None = param(
         None,
         doc="DAC: remove each example's DC offset and scale its peak (per channel) to this "
         "value (0.8) before the members judge it; none: judge the audio as it is",
-        validator=attrs.validators.optional(attrs.validators.gt(0.0)),
+        validator=positive,
     )
 
     @classmethod

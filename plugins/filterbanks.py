@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Filterbank
+from lyra_core.validators import Check, between
 
 MAX_BANDS = 64
 
@@ -150,14 +151,11 @@ class IdentityFilterbank(Filterbank):
         return y
 
 
-def _power_of_two_bands(_: object, a: attrs.Attribute, value: int) -> None:
-    if value < 2 or value > MAX_BANDS or value & (value - 1):
-        raise ValueError(f"{a.name} must be a power of two from 2 to {MAX_BANDS}, got {value}")
-
-
-def _attenuation_range(_: object, a: attrs.Attribute, value: float) -> None:
-    if not 20 <= value <= 200:
-        raise ValueError(f"{a.name} must be between 20 and 200 dB, got {value}")
+_power_of_two_bands = Check(
+    lambda v: 2 <= v <= MAX_BANDS and not v & (v - 1),
+    lambda _: f"must be a power of two from 2 to {MAX_BANDS}",
+    {"minimum": 2, "maximum": MAX_BANDS},
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -165,10 +163,12 @@ class PQMFSpec:
     """Pseudo-QMF bank (Kaiser prototype, cosine modulation, polyphase), as in RAVE."""
 
     bands: int = param(
-        16, doc="number of subbands M: a power of two from 2 to 64", validator=_power_of_two_bands
+        16,
+        doc="number of subbands M: a power of two from 2 to 64",
+        validator=_power_of_two_bands,
     )
     attenuation: float = param(
-        100.0, doc="stopband attenuation of the prototype in dB", validator=_attenuation_range
+        100.0, doc="stopband attenuation of the prototype in dB", validator=between(20, 200)
     )
 
     def build(self, ctx: BuildContext) -> PQMF:

@@ -21,9 +21,18 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.transforms import MelSpectrogram, Spectrogram
 
-from lyra_core import BuildContext, LyraError, WeightSchedule, hookimpl, param
+from lyra_core import BuildContext, LyraError, WeightScheduleRef, hookimpl, param
 from lyra_core.interfaces import ModelOutput
-from lyra_core.validators import non_negative, positive, positive_ints
+from lyra_core.validators import (
+    MAX_SAMPLE_RATE,
+    MAX_SAMPLES,
+    between,
+    non_negative,
+    positive,
+    positive_ints,
+)
+
+MAX_RESOLUTIONS = 16
 
 Window = Literal["hann", "hamming", "blackman", "bartlett"]
 
@@ -48,7 +57,7 @@ class LossSpec:
     weight: float = param(
         1.0, doc="constant factor the trainer applies to this loss", validator=non_negative
     )
-    schedule: WeightSchedule | None = param(
+    schedule: WeightScheduleRef | None = param(
         None, doc="weight schedule over steps, multiplied with weight (null: constant)"
     )
 
@@ -132,13 +141,19 @@ class MultiResolutionSTFTSpec(LossSpec):
     """Multi-resolution STFT loss: spectral convergence + log-magnitude L1 (auraloss's defaults)."""
 
     fft_sizes: tuple[int, ...] = param(
-        (1024, 2048, 512), doc="FFT size per resolution", validator=positive_ints
+        (1024, 2048, 512),
+        doc="FFT size per resolution",
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_RESOLUTIONS),
     )
     hop_sizes: tuple[int, ...] = param(
-        (120, 240, 50), doc="hop per resolution (samples)", validator=positive_ints
+        (120, 240, 50),
+        doc="hop per resolution (samples)",
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_RESOLUTIONS),
     )
     win_lengths: tuple[int, ...] = param(
-        (600, 1200, 240), doc="window length per resolution", validator=positive_ints
+        (600, 1200, 240),
+        doc="window length per resolution",
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_RESOLUTIONS),
     )
     window: Window = param("hann", doc="analysis window (periodic), zero-padded to the FFT size")
     sc_weight: float = param(1.0, doc="weight of the spectral convergence term")
@@ -210,13 +225,19 @@ class MelSpec(LossSpec):
     window_lengths: tuple[int, ...] = param(
         (32, 64, 128, 256, 512, 1024, 2048),
         doc="FFT/window size per scale; hop is a quarter",
-        validator=positive_ints,
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_RESOLUTIONS),
     )
     n_mels: tuple[int, ...] = param(
-        (5, 10, 20, 40, 80, 160, 320), doc="mel bands per scale", validator=positive_ints
+        (5, 10, 20, 40, 80, 160, 320),
+        doc="mel bands per scale",
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_RESOLUTIONS),
     )
     f_min: float = param(0.0, doc="lowest mel frequency (Hz)", validator=non_negative)
-    f_max: float | None = param(None, doc="highest mel frequency (Hz; null: sample_rate / 2)")
+    f_max: float | None = param(
+        None,
+        doc="highest mel frequency (Hz; null: sample_rate / 2)",
+        validator=between(0, MAX_SAMPLE_RATE, low_open=True),
+    )
     clamp_eps: float = param(
         1e-5, doc="floor of the mel magnitude before the log", validator=positive
     )
@@ -274,7 +295,7 @@ class MultiScaleSpectralSpec(LossSpec):
     scales: tuple[int, ...] = param(
         (2048, 1024, 512, 256, 128),
         doc="FFT/window sizes; hop is a quarter",
-        validator=positive_ints,
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_RESOLUTIONS),
     )
     log_eps: float = param(1e-7, doc="ε added to magnitudes before the log", validator=positive)
     eps: float = param(

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyra_core import (
-    Bottleneck,
+    BottleneckRef,
     BuildContext,
     BuildError,
-    Decoder,
-    Encoder,
-    Filterbank,
+    DecoderRef,
+    EncoderRef,
+    FilterbankRef,
     LyraError,
     hookimpl,
     interfaces,
@@ -109,19 +109,19 @@ class Autoencoder(AudioModel):
 class AutoencoderSpec:
     """Autoencoder: filterbank -> encoder -> bottleneck -> decoder -> inverse filterbank."""
 
-    filterbank: Filterbank | None = param(
+    filterbank: FilterbankRef | None = param(
         None, doc="subband analysis before the encoder and synthesis after the decoder (none: off)"
     )
-    encoder: Encoder = param(doc="maps the (subband) audio to the bottleneck's input channels")
-    bottleneck: Bottleneck = param(doc="turns the encoder's features into the latent")
-    decoder: Decoder = param(doc="maps the latent back to (subband) audio")
+    encoder: EncoderRef = param(doc="maps the (subband) audio to the bottleneck's input channels")
+    bottleneck: BottleneckRef = param(doc="turns the encoder's features into the latent")
+    decoder: DecoderRef = param(doc="maps the latent back to (subband) audio")
     pad: PadMode = param(
         "hop",
         doc="hop: pad the input to a multiple of bands·hop_length, so every latent frame sees "
         "real audio and the decoder's output is cropped; bands: pad only to a multiple of the "
-        "filterbank's bands and let the strided convs round down (seed 001: 88,200 samples -> "
-        "43 frames; inputs shorter than one hop are padded to one), the decoder's output then "
-        "zero-padded to the input length",
+        "filterbank's bands and let the strided convs round down (the LyraCodec VAE: "
+        "88,200 samples -> 43 frames; inputs shorter than one hop are padded to one), the "
+        "decoder's output then zero-padded to the input length",
     )
 
     @staticmethod

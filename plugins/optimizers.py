@@ -8,46 +8,67 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any, ClassVar
 
 import attrs
 import torch
 
 from lyra_core import BuildContext, hookimpl, param
-from lyra_core.validators import positive
+from lyra_core.validators import (
+    MAX_COUNT,
+    between,
+    each,
+    fraction,
+    non_negative,
+    open_fraction,
+    positive,
+    size,
+)
+
+
+def _betas(default: tuple[float, float], doc: str) -> Any:
+    return param(default, doc=f"{doc}, each in [0, 1)", validator=each(open_fraction, max_items=2))
 
 
 @attrs.frozen(kw_only=True)
-class AdamSpec:
+class AdamFamilySpec:
+    """The fields Adam and AdamW share; subclasses add betas and weight decay."""
+
+    torch_optimizer: ClassVar[type[torch.optim.Optimizer]]
+
+    lr: float = param(1e-4, doc="learning rate", validator=positive)
+    eps: float = param(1e-8, doc="denominator epsilon", validator=positive)
+
+    def build(
+        self, ctx: BuildContext, params: Iterable[torch.nn.Parameter]
+    ) -> torch.optim.Optimizer:
+        betas: tuple[float, float] = tuple(self.betas)  # type: ignore[attr-defined]
+        decay: float = self.weight_decay  # type: ignore[attr-defined]
+        return self.torch_optimizer(
+            params, lr=self.lr, betas=betas, eps=self.eps, weight_decay=decay
+        )
+
+
+@attrs.frozen(kw_only=True)
+class AdamSpec(AdamFamilySpec):
     """Adam."""
 
-    lr: float = param(1e-4, doc="learning rate", validator=positive)
-    betas: tuple[float, float] = param((0.9, 0.999), doc="moment decay rates")
-    eps: float = param(1e-8, doc="denominator epsilon")
-    weight_decay: float = param(0.0, doc="L2 penalty (coupled, as torch's Adam)")
+    torch_optimizer = torch.optim.Adam
 
-    def build(
-        self, ctx: BuildContext, params: Iterable[torch.nn.Parameter]
-    ) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay
-        )
+    betas: tuple[float, float] = _betas((0.9, 0.999), "moment decay rates")
+    weight_decay: float = param(
+        0.0, doc="L2 penalty (coupled, as torch's Adam)", validator=non_negative
+    )
 
 
 @attrs.frozen(kw_only=True)
-class AdamWSpec:
+class AdamWSpec(AdamFamilySpec):
     """AdamW (decoupled weight decay)."""
 
-    lr: float = param(1e-4, doc="learning rate", validator=positive)
-    betas: tuple[float, float] = param((0.8, 0.99), doc="moment decay rates (DAC's defaults)")
-    eps: float = param(1e-8, doc="denominator epsilon")
-    weight_decay: float = param(0.01, doc="decoupled weight decay")
+    torch_optimizer = torch.optim.AdamW
 
-    def build(
-        self, ctx: BuildContext, params: Iterable[torch.nn.Parameter]
-    ) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
-            params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay
-        )
+    betas: tuple[float, float] = _betas((0.8, 0.99), "moment decay rates (DAC's defaults)")
+    weight_decay: float = param(0.01, doc="decoupled weight decay", validator=non_negative)
 
 
 def _lambda(optimizer: torch.optim.Optimizer, fn) -> torch.optim.lr_scheduler.LRScheduler:
@@ -66,7 +87,7 @@ class ConstantSpec:
 class ExponentialSpec:
     """Multiply the learning rate by `gamma` every step (DAC uses 0.999996)."""
 
-    gamma: float = param(0.999996, doc="decay per step", validator=positive)
+    gamma: float = param(0.999996, doc="decay per step", validator=between(0, 1, low_open=True))
 
     def build(self, ctx: BuildContext, optimizer, steps: int):
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, self.gamma)
@@ -76,8 +97,12 @@ class ExponentialSpec:
 class CosineSpec:
     """Linear warm-up, then cosine decay to `min_factor` of the base rate at the last step."""
 
-    warmup_steps: int = param(0, doc="steps of linear warm-up from 0")
-    min_factor: float = param(0.0, doc="final learning rate as a fraction of the base")
+    warmup_steps: int = param(
+        0, doc="steps of linear warm-up from 0", validator=size(MAX_COUNT, minimum=0)
+    )
+    min_factor: float = param(
+        0.0, doc="final learning rate as a fraction of the base", validator=fraction
+    )
 
     def build(self, ctx: BuildContext, optimizer, steps: int):
         def factor(step: int) -> float:
@@ -96,7 +121,7 @@ class CosineSpec:
 class LinearWarmupSpec:
     """Linear warm-up over `warmup_steps`, then constant."""
 
-    warmup_steps: int = param(1000, doc="steps to reach the base rate", validator=positive)
+    warmup_steps: int = param(1000, doc="steps to reach the base rate", validator=size(MAX_COUNT))
 
     def build(self, ctx: BuildContext, optimizer, steps: int):
         return _lambda(optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps))
@@ -106,7 +131,7 @@ class LinearWarmupSpec:
 class InverseSpec:
     """Inverse square-root decay after warm-up (the Transformer schedule)."""
 
-    warmup_steps: int = param(1000, doc="steps of linear warm-up", validator=positive)
+    warmup_steps: int = param(1000, doc="steps of linear warm-up", validator=size(MAX_COUNT))
 
     def build(self, ctx: BuildContext, optimizer, steps: int):
         w = self.warmup_steps

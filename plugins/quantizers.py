@@ -31,7 +31,15 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import QuantizingBottleneck
-from lyra_core.validators import positive
+from lyra_core.validators import (
+    MAX_CHANNELS,
+    MAX_CODEBOOK_SIZE,
+    MAX_CODEBOOKS,
+    MAX_FACTOR,
+    fraction,
+    positive_ints,
+    size,
+)
 
 
 def _pointwise(in_channels: int, out_channels: int, weight_norm: bool) -> nn.Module:
@@ -233,16 +241,6 @@ class ResidualVectorQuantizer(QuantizingBottleneck):
 # -- specs ----------------------------------------------------------------------------------------
 
 
-def _fraction(_: object, a: attrs.Attribute, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{a.name} must be in [0, 1], got {value}")
-
-
-def _positive_each(_: object, a: attrs.Attribute, value: tuple[int, ...]) -> None:
-    if any(v <= 0 for v in value):
-        raise ValueError(f"{a.name} must hold positive integers, got {list(value)}")
-
-
 @attrs.frozen(kw_only=True)
 class RVQSpec:
     """Residual vector quantizer (DAC; multi-scale with strides: SNAC), commitment/codebook terms.
@@ -251,22 +249,24 @@ class RVQSpec:
     strides [4, 2, 1]. `sample_prior` dequantises uniform random codes.
     """
 
-    dim: int = param(1024, doc="latent width (the encoder's output channels)", validator=positive)
-    n_codebooks: int = param(9, doc="quantizer levels", validator=positive)
-    codebook_size: int = param(1024, doc="entries per codebook", validator=positive)
+    dim: int = param(
+        1024, doc="latent width (the encoder's output channels)", validator=size(MAX_CHANNELS)
+    )
+    n_codebooks: int = param(9, doc="quantizer levels", validator=size(MAX_CODEBOOKS))
+    codebook_size: int = param(1024, doc="entries per codebook", validator=size(MAX_CODEBOOK_SIZE))
     codebook_dim: int = param(
-        8, doc="width of the factorised codes (the lookup space)", validator=positive
+        8, doc="width of the factorised codes (the lookup space)", validator=size(MAX_CHANNELS)
     )
     strides: tuple[int, ...] = param(
         (),
         doc="per-level temporal stride (SNAC: [8, 4, 2, 1]); one per codebook, or empty for all 1",
-        validator=_positive_each,
+        validator=positive_ints(MAX_FACTOR, min_items=0, max_items=MAX_CODEBOOKS),
     )
     quantizer_dropout: float = param(
         0.0,
         doc="fraction of each training batch that keeps a random number of levels "
         "(DAC's training config: 0.5)",
-        validator=_fraction,
+        validator=fraction,
     )
     weight_norm: bool = param(True, doc="weight-normalise the in and out projections")
 

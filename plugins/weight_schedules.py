@@ -13,14 +13,9 @@ from collections.abc import Callable
 import attrs
 
 from lyra_core import BuildContext, hookimpl, param
-from lyra_core.validators import non_negative, positive
+from lyra_core.validators import MAX_COUNT, between, positive, size
 
 Schedule = Callable[[int], float]
-
-
-def _fraction(_: object, a: attrs.Attribute, value: float) -> None:
-    if not 0 < value <= 1:
-        raise ValueError(f"{a.name} must be in (0, 1], got {value}")
 
 
 def _progress(step: int, start_step: int, end_step: int) -> float:
@@ -32,8 +27,12 @@ def _progress(step: int, start_step: int, end_step: int) -> float:
 class _RampSpec:
     """Shared fields of the schedules that go from `start` to `end` over a range of steps."""
 
-    start_step: int = param(0, doc="the step the ramp begins at", validator=non_negative)
-    end_step: int = param(10000, doc="the step the ramp reaches `end` at")
+    start_step: int = param(
+        0, doc="the step the ramp begins at", validator=size(MAX_COUNT, minimum=0)
+    )
+    end_step: int = param(
+        10000, doc="the step the ramp reaches `end` at", validator=size(MAX_COUNT)
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.end_step <= self.start_step:
@@ -55,7 +54,7 @@ class ConstantSpec:
 
 @attrs.frozen(kw_only=True)
 class LinearSpec(_RampSpec):
-    """Linear from `start` to `end` between two steps, constant outside (seed KL annealing)."""
+    """Linear from `start` to `end` between two steps, constant outside (KL annealing)."""
 
     start: float = param(0.0, doc="the weight up to start_step")
     end: float = param(1.0, doc="the weight from end_step on")
@@ -72,7 +71,9 @@ class LinearSpec(_RampSpec):
 class LogLinearSpec(_RampSpec):
     """Log-linear from `start` to `end`: RAVE's β warm-up, 1e-6 to 5e-2 over 20k steps."""
 
-    end_step: int = param(20000, doc="the step the ramp reaches `end` at")
+    end_step: int = param(
+        20000, doc="the step the ramp reaches `end` at", validator=size(MAX_COUNT)
+    )
     start: float = param(1e-6, doc="the weight up to start_step (> 0)", validator=positive)
     end: float = param(5e-2, doc="the weight from end_step on (> 0)", validator=positive)
 
@@ -90,17 +91,21 @@ class LogLinearSpec(_RampSpec):
 class CyclicSpec:
     """Cyclical annealing (Fu et al. 2019): each period ramps from `start` to `end`, then holds."""
 
-    period: int = param(10000, doc="steps per cycle", validator=positive)
+    period: int = param(10000, doc="steps per cycle", validator=size(MAX_COUNT))
     ramp_fraction: float = param(
-        0.5, doc="fraction of each cycle spent ramping; the rest holds `end`", validator=_fraction
+        0.5,
+        doc="fraction of each cycle spent ramping; the rest holds `end`",
+        validator=between(0, 1, low_open=True),
     )
     start: float = param(0.0, doc="the weight at the beginning of each cycle")
     end: float = param(1.0, doc="the weight at the end of each ramp")
-    start_step: int = param(0, doc="the step the first cycle begins at", validator=non_negative)
+    start_step: int = param(
+        0, doc="the step the first cycle begins at", validator=size(MAX_COUNT, minimum=0)
+    )
     cycles: int | None = param(
         None,
         doc="number of cycles, then `end` for good (null: cycle forever)",
-        validator=attrs.validators.optional(positive),
+        validator=size(MAX_COUNT),
     )
 
     def build(self, ctx: BuildContext) -> Schedule:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lyra_core import Activation, BuildContext, hookimpl, param
+from lyra_core import ActivationRef, BuildContext, hookimpl, param
 from lyra_core.plugins import Plugins, load_plugins
 
 
@@ -18,7 +18,7 @@ class TinyModelSpec:
     """A one-conv model for spec tests."""
 
     channels: int = param(8, doc="hidden width", validator=attrs.validators.gt(0))
-    activation: Activation = param(doc="activation after the conv")
+    activation: ActivationRef = param(doc="activation after the conv")
 
     def build(self, ctx: BuildContext) -> nn.Module:
         act = self.activation.build(ctx, channels=self.channels)

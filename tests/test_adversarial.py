@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lyra_core import Adversarial, BuildContext, Discriminator, LyraError, SpecError
+from lyra_core import AdversarialRef, BuildContext, DiscriminatorRef, LyraError, SpecError
 from lyra_core.interfaces import AdversarialLoss, Critique
 from lyra_core.spec import make_converter, structure
 
 
 def build(registry, data: dict) -> AdversarialLoss:
-    loss = structure(data, Adversarial, registry).build(BuildContext(registry=registry))
+    loss = structure(data, AdversarialRef, registry).build(BuildContext(registry=registry))
     assert isinstance(loss, AdversarialLoss)
     return loss
 
@@ -170,7 +170,7 @@ def test_weight_is_the_trainers_to_apply_once(registry, name):
     data = {"type": name}
     values = {}
     for weight in (1.0, 2.0, 20.0):
-        spec = structure({**data, "weight": weight}, Adversarial, registry)
+        spec = structure({**data, "weight": weight}, AdversarialRef, registry)
         assert spec.weight == weight
         values[weight] = spec.build(BuildContext(registry=registry)).generator_loss(real, fake)
     unweighted = build(registry, data).generator_loss(real, fake)
@@ -185,10 +185,10 @@ def test_specs_round_trip_with_schedule(registry):
         "schedule": {"type": "linear", "start_step": 0, "end_step": 100},
         "distance": "relative_l1",
     }
-    spec = structure(data, Adversarial, registry)
+    spec = structure(data, AdversarialRef, registry)
     assert spec.schedule is not None and spec.distance == "relative_l1"
-    again = make_converter(registry).unstructure(spec, Adversarial)
-    assert structure(again, Adversarial, registry) == spec
+    again = make_converter(registry).unstructure(spec, AdversarialRef)
+    assert structure(again, AdversarialRef, registry) == spec
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ def test_specs_round_trip_with_schedule(registry):
 )
 def test_spec_errors_name_their_path(registry, data, message):
     with pytest.raises(SpecError, match=message):
-        structure(data, Adversarial, registry)
+        structure(data, AdversarialRef, registry)
 
 
 @pytest.mark.parametrize("name", ["feature_matching", "hinge", "lsgan"])
@@ -233,7 +233,7 @@ def test_a_discriminator_step_learns_and_the_generator_gets_gradients(registry):
     torch.manual_seed(0)
     ctx = BuildContext(registry=registry, channels=1)
     disc = structure(
-        {"type": "mpd", "periods": [2, 3], "channels": [4, 8]}, Discriminator, registry
+        {"type": "mpd", "periods": [2, 3], "channels": [4, 8]}, DiscriminatorRef, registry
     ).build(ctx)
     gan, matching = (
         build(registry, {"type": "hinge"}),

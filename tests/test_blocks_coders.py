@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lyra_core import BuildContext, BuildError, Encoder, SpecError
+from lyra_core import BuildContext, BuildError, EncoderRef, SpecError
 from lyra_core.plugins import load_plugins
 from lyra_core.spec import structure
 
@@ -166,7 +166,7 @@ def test_tanh_bounds_the_output():
 
 @attrs.frozen
 class _Holder:
-    encoder: Encoder
+    encoder: EncoderRef
 
 
 @pytest.mark.parametrize(

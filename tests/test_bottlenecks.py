@@ -377,7 +377,7 @@ def test_wrong_feature_width_is_a_clear_error(registry):
 @pytest.mark.parametrize(
     ("data", "path", "message"),
     [
-        ({"depth": 0}, "$.depth", "depth must be at least 1, got 0"),
+        ({"depth": 0}, "$.depth", "depth must be positive, got 0"),
         (
             {"logvar_clamp": [5, -5]},
             "$.logvar_clamp",

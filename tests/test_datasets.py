@@ -378,7 +378,7 @@ def test_a_folder_too_small_for_a_file_split_holds_out_segments(lyra_registry, t
 
 
 def test_bad_folder_settings_are_spec_errors_with_paths(lyra_registry):
-    with pytest.raises(SpecError, match=r"\$\.peak: peak must be in \[1e-06, 1.0\], got 2.0"):
+    with pytest.raises(SpecError, match=r"\$\.peak: peak must be in \[1e-06, 1\], got 2.0"):
         structure({"paths": ["x"], "peak": 2.0}, AudioFolderSpec, lyra_registry)
     with pytest.raises(SpecError, match=r"\$\.paths: missing required field"):
         structure({}, AudioFolderSpec, lyra_registry)

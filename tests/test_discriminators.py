@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from lyra_core import BuildContext, BuildError, Discriminator, LyraError, SpecError
+from lyra_core import BuildContext, BuildError, DiscriminatorRef, LyraError, SpecError
 from lyra_core.interfaces import Critique
 from lyra_core.interfaces import Discriminator as DiscriminatorModule
 from lyra_core.spec import structure
@@ -31,7 +31,7 @@ SMALL = {
 
 
 def build(registry, data: dict, channels: int = 1):
-    spec = structure(data, Discriminator, registry)
+    spec = structure(data, DiscriminatorRef, registry)
     ctx = BuildContext(registry=registry, sample_rate=SR, channels=channels)
     return spec.build(ctx)
 
@@ -247,7 +247,7 @@ def test_combined_concatenates_members_in_order(registry):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"type": "combined", "members": []}, r"\$\.members: members must name at least one"),
+        ({"type": "combined", "members": []}, r"\$\.members: members must not be empty"),
         ({"type": "combined"}, r"\$\.members: missing required field"),
         (
             {"type": "combined", "members": [{"type": "msd", "channels": [8, 8]}]},
@@ -264,7 +264,7 @@ def test_combined_concatenates_members_in_order(registry):
 )
 def test_spec_errors_name_their_path(registry, data, message):
     with pytest.raises(SpecError, match=message):
-        structure(data, Discriminator, registry)
+        structure(data, DiscriminatorRef, registry)
 
 
 def test_build_errors(registry):

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lyra_core import BuildContext, Loss, LyraError, SpecError, param
+from lyra_core import BuildContext, LossRef, LyraError, SpecError, param
 from lyra_core.interfaces import ModelOutput
 from lyra_core.spec import structure
 from lyra_core.testing import check_component
@@ -30,11 +30,11 @@ RECONSTRUCTION = [*SPECTRAL, "l1"]
 class LossesOnly:
     """The `losses` section alone, to check error paths."""
 
-    losses: tuple[Loss, ...] = param(())
+    losses: tuple[LossRef, ...] = param(())
 
 
 def build(registry, data: dict, sample_rate: int = SR):
-    spec = structure(data, Loss, registry)
+    spec = structure(data, LossRef, registry)
     return spec.build(BuildContext(registry=registry, sample_rate=sample_rate))
 
 
@@ -272,7 +272,7 @@ def test_losses_are_unweighted(registry):
     # the trainer applies weight × schedule(step); the module's value ignores both
     pred, target = pair(1, length=2000)
     data = {"type": "mel", "weight": 15.0, "schedule": {"type": "linear", "end_step": 100}}
-    spec = structure(data, Loss, registry)
+    spec = structure(data, LossRef, registry)
     assert spec.weight == 15.0 and spec.schedule.build(BuildContext())(50) == 0.5
     weighted = spec.build(BuildContext(registry=registry, sample_rate=SR))(out(pred), target)
     assert weighted.item() == build(registry, {"type": "mel"})(out(pred), target).item()

@@ -9,7 +9,7 @@ import attrs
 import pytest
 import torch
 
-from lyra_core import BuildContext, BuildError, LyraError, Model, hookimpl
+from lyra_core import BuildContext, BuildError, LyraError, ModelRef, hookimpl
 from lyra_core.cli.summary import build_on_meta, summarize
 from lyra_core.interfaces import AudioModel, Filterbank, ModelOutput
 from lyra_core.plugins import load_plugins
@@ -75,7 +75,7 @@ REGISTRY = load_plugins(
 
 @attrs.frozen
 class _Holder:
-    model: Model
+    model: ModelRef
 
 
 def small_model(

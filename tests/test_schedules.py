@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lyra_core import BuildContext, SpecError, WeightSchedule
+from lyra_core import BuildContext, SpecError, WeightScheduleRef
 from lyra_core.spec import structure
 from lyra_core.testing import check_component
 
@@ -17,7 +17,7 @@ NAMES = ["constant", "linear", "log_linear", "cyclic"]
 
 
 def schedule(registry, data: dict):
-    spec = structure(data, WeightSchedule, registry)
+    spec = structure(data, WeightScheduleRef, registry)
     return spec.build(BuildContext(registry=registry))
 
 
@@ -113,4 +113,4 @@ def test_cyclic_start_step_and_a_finite_number_of_cycles(registry):
 )
 def test_bad_schedules_are_spec_errors(registry, data, message):
     with pytest.raises(SpecError, match=message):
-        structure(data, WeightSchedule, registry)
+        structure(data, WeightScheduleRef, registry)

@@ -33,3 +33,45 @@ def test_shipped_experiment_validates(path):
     schema_ref = (path.parent / data["$schema"]).resolve()
     assert schema_ref == (ROOT / "schemas" / "experiment.schema.json").resolve()
     load_spec(path, load_plugins(builtins_only=True).registry)
+
+
+def _integer_fields(schema: dict, where: str = "$"):
+    """(path, schema) of every integer-valued property, list of integers and integer item."""
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "integer":
+        yield where, schema
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        if schema["items"].get("type") == "integer":
+            yield where + "[]", schema
+        yield from _integer_fields(schema["items"], where + "[]")
+    for branch in schema.get("anyOf", []):
+        yield from _integer_fields(branch, where)
+    for name, prop in schema.get("properties", {}).items():
+        yield from _integer_fields(prop, f"{where}.{name}")
+
+
+def test_every_size_in_the_schema_has_an_upper_bound():
+    """Sizes, counts and lists of them state their bounds, so 2^40 channels never validate."""
+    schema = experiment_schema(load_plugins(builtins_only=True).registry)
+    roots = {"$": schema, **{f"$defs.{k}": v for k, v in schema["$defs"].items()}}
+    unbounded = [
+        path
+        for root, node in roots.items()
+        for path, field in _integer_fields(node, root)
+        if ("maxItems" if field.get("type") == "array" else "maximum") not in field
+    ]
+    unbounded = [p for p in unbounded if not p.startswith("$defs.tracker.")]  # not sizes
+    assert not unbounded
+
+
+def test_validator_bounds_are_stated_in_the_schema():
+    schema = experiment_schema(load_plugins(builtins_only=True).registry)
+    conv = schema["$defs"]["encoder.conv_encoder"]["properties"]
+    assert conv["strides"]["maxItems"] == 32
+    assert conv["strides"]["items"] == {"type": "integer", "minimum": 1, "maximum": 1024}
+    assert conv["input_kernel"]["not"] == {"multipleOf": 2}
+    adam = schema["$defs"]["optimizer.adam"]["properties"]["betas"]
+    assert [b["exclusiveMaximum"] for b in adam["prefixItems"]] == [1, 1]
+    workers = schema["properties"]["data"]["properties"]["num_workers"]
+    assert workers["minimum"] == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import attrs
 import pytest
 
 from lyra_core.errors import LyraError, SpecError
@@ -172,3 +173,46 @@ def test_overrides(tmp_path, tiny_spec, registry):
         apply_overrides(tiny_spec, ["training.steps"])
     with pytest.raises(LyraError, match="not an object or list"):
         apply_overrides(tiny_spec, ["training.steps.x=1"])
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "path"),
+    [
+        ("optimizer", "betas", [1e30, 0.999], "$.training.optimizer.betas[0]"),
+        ("optimizer", "betas", [0.9, 1.0], "$.training.optimizer.betas[1]"),
+        ("optimizer", "betas", [-0.1, 0.9], "$.training.optimizer.betas[0]"),
+        ("data", "num_workers", -1, "$.data.num_workers"),
+        ("training", "grad_clip", -1.0, "$.training.grad_clip"),
+    ],
+)
+def test_values_training_would_refuse_or_misuse_are_refused_where_read(
+    tiny_spec, registry, section, field, value, path
+):
+    def change(s):
+        node = s["training"]["optimizer"] if section == "optimizer" else s[section]
+        node[field] = value
+
+    found = problems(mutate(tiny_spec, change), registry)
+    assert [p for p, _ in found] == [path], found
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value", "message"),
+    [
+        ("optimizer", "betas", (0.9, 1.5), "betas: each must be in [0, 1), got [0.9, 1.5]"),
+        ("data", "num_workers", -2, "num_workers must be >= 0, got -2"),
+        ("training", "grad_clip", -0.5, "grad_clip must be >= 0, got -0.5"),
+    ],
+)
+def test_the_attrs_classes_refuse_them_too(tiny_spec, registry, section, field, value, message):
+    """Specs built in Python (not read from JSON) get the same rule, with the field named."""
+    spec = validate_data(tiny_spec, registry)
+    target = {"optimizer": spec.training.optimizer, "data": spec.data, "training": spec.training}
+    with pytest.raises(ValueError) as info:
+        attrs.evolve(target[section], **{field: value})
+    assert str(info.value) == message
+
+
+def test_a_grad_clip_of_zero_means_no_clipping_and_validates(tiny_spec, registry):
+    spec = validate_data(mutate(tiny_spec, lambda s: s["training"].update(grad_clip=0)), registry)
+    assert spec.training.grad_clip == 0

@@ -5,10 +5,10 @@ variational ones read μ and a scale from the encoder's 2·latent_dim channels a
 divergence to their prior as the term `"kl"`.
 
 KL conventions. Lyra's KL keeps the textbook ½: per latent element
-KL = ½(μ² + σ² − 1 − log σ²). `kl_reduction="mean"` averages it over every element (the seed's
-−0.5·mean(1 + logvar − μ² − exp logvar)); `"sum_latent"` sums over the latent dimensions and
-averages over batch and frames (the per-frame KL of a D-dimensional Gaussian). RAVE and
-stable-audio-tools use "sum_latent" without the ½: their KL weight β matches Lyra's 2β.
+KL = ½(μ² + σ² − 1 − log σ²). `kl_reduction="mean"` averages it over every element (the
+LyraCodec VAE's −0.5·mean(1 + logvar − μ² − exp logvar)); `"sum_latent"` sums over the latent
+dimensions and averages over batch and frames (the per-frame KL of a D-dimensional Gaussian). RAVE
+and stable-audio-tools use "sum_latent" without the ½: their KL weight β matches Lyra's 2β.
 Under autocast the bottlenecks still compute in float32: KLs and log-determinants sum many terms.
 """
 
@@ -25,22 +25,17 @@ from torch import nn
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Bottleneck
-from lyra_core.validators import positive
+from lyra_core.validators import MAX_CHANNELS, positive, size
 
 from .flows import RealNVP
+
+MAX_ANCHORS = 4096
+MAX_FLOW_DEPTH = 64
 
 Scale = Literal["logvar", "softplus"]
 KLReduction = Literal["mean", "sum_latent"]
 LOG_2PI = math.log(2 * math.pi)
 SOFTPLUS_FLOOR = 1e-4  # RAVE and SAT: σ = softplus(s) + 1e-4
-
-
-def _at_least(low: float):
-    def check(_: object, a: attrs.Attribute, value: float) -> None:
-        if value < low:
-            raise ValueError(f"{a.name} must be at least {low}, got {value}")
-
-    return check
 
 
 def _increasing(_: object, a: attrs.Attribute, value: tuple[float, float]) -> None:
@@ -298,14 +293,16 @@ class FlowBottleneck(GaussianBottleneck):
 
 @attrs.frozen(kw_only=True)
 class GaussianSpec:
-    """Gaussian VAE latent time series: μ and log σ² from the encoder, KL to N(0, I) (seed 000)."""
+    """Gaussian VAE latent time series: μ and log σ² from the encoder, KL to N(0, I).
+
+    The bottleneck of the snake_pqmf demo and of the LyraCodec VAE."""
 
     latent_dim: int = param(
-        64, doc="latent dimensions D (the encoder gives 2·D)", validator=_at_least(1)
+        64, doc="latent dimensions D (the encoder gives 2·D)", validator=size(MAX_CHANNELS)
     )
     scale: Scale = param(
         "logvar",
-        doc="logvar: the second half is log σ² (clamped; the seed); "
+        doc="logvar: the second half is log σ² (clamped; the LyraCodec VAE); "
         "softplus: σ = softplus(s) + 1e-4 (RAVE, stable-audio-tools)",
     )
     logvar_clamp: tuple[float, float] = param(
@@ -315,7 +312,7 @@ class GaussianSpec:
     )
     kl_reduction: KLReduction = param(
         "mean",
-        doc="mean: KL averaged over every element (the seed); sum_latent: summed over the "
+        doc="mean: KL averaged over every element (the LyraCodec VAE); sum_latent: summed over the "
         "latent dimensions, averaged over batch and frames (RAVE, SAT: these also drop the ½)",
     )
 
@@ -333,13 +330,15 @@ class GaussianSpec:
 
 @attrs.frozen(kw_only=True)
 class DeterministicSpec:
-    """Plain autoencoder latent: no sampling, no KL (seed 002's "variational optional").
+    """Plain autoencoder latent: no sampling, no KL (a VAE's bottleneck, variational part off).
 
     `sample_prior` draws N(0, I)·temperature: a shape-compatible draw, not a trained prior.
     """
 
     latent_dim: int = param(
-        64, doc="latent dimensions (the encoder gives exactly these)", validator=_at_least(1)
+        64,
+        doc="latent dimensions (the encoder gives exactly these)",
+        validator=size(MAX_CHANNELS),
     )
 
     def build(self, ctx: BuildContext) -> Bottleneck:
@@ -360,7 +359,9 @@ class SingleVectorSpec(GaussianSpec):
         "plus a learned offset interpolated from `anchors` frames",
     )
     anchors: int = param(
-        8, doc="frames the learned expansion produces before interpolating", validator=_at_least(1)
+        8,
+        doc="frames the learned expansion produces before interpolating",
+        validator=size(MAX_ANCHORS),
     )
 
     def pooling_args(self) -> dict:
@@ -375,16 +376,18 @@ class SingleVectorSpec(GaussianSpec):
 
 @attrs.frozen(kw_only=True)
 class RealNVPSpec(SingleVectorSpec):
-    """Gaussian posterior with a RealNVP flow, and a RealNVP (or standard) prior (seed 002)."""
+    """Gaussian posterior with a RealNVP flow, and a RealNVP (or standard) prior.
+
+    The bottleneck of experiments/single_vector_flow.json."""
 
     single_vector: bool = param(
         False,
         doc="one latent vector per example (pooling, expand, anchors apply); "
         "else the flow acts on each frame's vector",
     )
-    depth: int = param(4, doc="affine coupling layers per flow", validator=_at_least(1))
+    depth: int = param(4, doc="affine coupling layers per flow", validator=size(MAX_FLOW_DEPTH))
     hidden: int = param(
-        128, doc="hidden width of each coupling layer's MLP", validator=_at_least(1)
+        128, doc="hidden width of each coupling layer's MLP", validator=size(MAX_CHANNELS)
     )
     max_log_scale: float = param(
         2.0, doc="soft bound c on each layer's log-scale: s = c·tanh(s_raw/c)", validator=positive

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.runs.atomic import atomic_write
-from lyra_core.validators import positive
+from lyra_core.validators import MAX_COUNT, MAX_SAMPLES, MAX_WORKERS, between, fraction, size
 from lyra_plugins.datasets.audio_io import AUDIO_EXTENSIONS
 from lyra_plugins.datasets.cache import AudioCache, default_cache_root, segment_mean_square
 from lyra_plugins.datasets.synth import SynthParams, render
@@ -50,14 +50,6 @@ def unit_hash(*parts: object) -> float:
     """A stable number in [0, 1) from `parts` (the same on every machine and Python run)."""
     digest = hashlib.sha1("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
-
-
-def _in_range(low: float, high: float):
-    def check(_: object, a: attrs.Attribute, value: float | None) -> None:
-        if value is not None and not low <= value <= high:
-            raise ValueError(f"{a.name} must be in [{low}, {high}], got {value}")
-
-    return check
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,12 +179,12 @@ class AudioFolderSpec:
         0.05,
         doc="share of files in the validation split, chosen by a hash of each file's relative "
         "path (if no file lands there, segments are split by the same hash instead)",
-        validator=_in_range(0.0, 1.0),
+        validator=fraction,
     )
     hop: int | None = param(
         None,
         doc="frames between segment starts (default: segment_length, no overlap)",
-        validator=positive,
+        validator=size(MAX_SAMPLES),
     )
     silence_threshold_db: float | None = param(
         -40.0, doc="reject segments whose RMS is below this (dBFS); null keeps every segment"
@@ -200,13 +192,13 @@ class AudioFolderSpec:
     peak: float | None = param(
         0.95,
         doc="peak-normalise each segment to this; null leaves levels as they are",
-        validator=_in_range(1e-6, 1.0),
+        validator=between(1e-6, 1.0),
     )
     cache_dir: str | None = param(
         None, doc="where prepared audio is kept (default: $LYRA_CACHE_DIR or ~/.cache/lyra)"
     )
     workers: int | None = param(
-        None, doc="threads that prepare files (default: the CPU count)", validator=positive
+        None, doc="threads that prepare files (default: the CPU count)", validator=size(MAX_WORKERS)
     )
 
     @classmethod
@@ -400,23 +392,27 @@ class SyntheticDataset(Dataset):
 class SyntheticSpec:
     """Instrument-like procedural audio (notes, chords, percussion, panning), rendered per seed."""
 
-    train_examples: int = param(4096, doc="examples in the train split", validator=positive)
+    train_examples: int = param(4096, doc="examples in the train split", validator=size(MAX_COUNT))
     validation_examples: int = param(
-        64, doc="examples in the validation split (drawn from other seeds)", validator=positive
+        64,
+        doc="examples in the validation split (drawn from other seeds)",
+        validator=size(MAX_COUNT),
     )
     notes_per_second: float = param(
-        3.0, doc="mean note/chord onsets per second", validator=_in_range(0.0, 1000.0)
+        3.0, doc="mean note/chord onsets per second", validator=between(0.0, 1000.0)
     )
-    chord_probability: float = param(
-        0.3, doc="chance that an onset is a chord", validator=_in_range(0.0, 1.0)
+    chord_probability: float = param(0.3, doc="chance that an onset is a chord", validator=fraction)
+    lowest_note: float = param(
+        36.0, doc="lowest fundamental (MIDI note number)", validator=between(0, 127)
     )
-    lowest_note: float = param(36.0, doc="lowest fundamental (MIDI note number)")
-    highest_note: float = param(84.0, doc="highest fundamental (MIDI note number)")
-    max_partials: int = param(12, doc="partials per note at most", validator=positive)
+    highest_note: float = param(
+        84.0, doc="highest fundamental (MIDI note number)", validator=between(0, 127)
+    )
+    max_partials: int = param(12, doc="partials per note at most", validator=size(256))
     hits_per_second: float = param(
-        2.0, doc="mean percussive noise bursts per second", validator=_in_range(0.0, 1000.0)
+        2.0, doc="mean percussive noise bursts per second", validator=between(0.0, 1000.0)
     )
-    peak: float = param(0.95, doc="peak level of each example", validator=_in_range(1e-6, 1.0))
+    peak: float = param(0.95, doc="peak level of each example", validator=between(1e-6, 1.0))
 
     def __attrs_post_init__(self) -> None:
         if self.notes_per_second == 0 and self.hits_per_second == 0:
