@@ -283,3 +283,24 @@ def test_the_recipes_discriminator_is_dacs(plugins):
             torch.testing.assert_close(critique.logits, theirs[-1], atol=1e-4, rtol=1e-5)
             for a, b in zip(critique.features, theirs[:-1], strict=True):
                 torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_snac_without_depthwise_convs_imports_and_decodes_like_snac(tmp_path, plugins):
+    """depthwise=false: dense encoder output and decoder input convs (conv kind 'dense')."""
+    config = {**SNAC_SMALL, "depthwise": False}
+    torch.manual_seed(0)
+    ref = SNAC(**config).eval()
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
+    out = tmp_path / "imported"
+    assert lyra("import", "--from", "snac", tmp_path, "-o", out) == 0
+    model = json.loads((out / "spec.json").read_text())["model"]
+    assert model["encoder"]["output_conv"] == "dense"
+    assert model["decoder"]["input_conv"] == "dense"
+    lm = load_model(out, plugins, device="cpu")
+    x = torch.randn(1, 1, 1000)
+    torch.manual_seed(3)
+    expected, _ = ref(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(lm.model(x).reconstruction, expected, atol=1e-5, rtol=1e-5)

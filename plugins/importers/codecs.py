@@ -199,10 +199,10 @@ class SNACImporter(Importer):
             attention=attention,
             activation={"type": "identity"},
             output_kernel=7,
-            output_conv="depthwise" if depthwise else "full",
+            output_conv="depthwise" if depthwise else "dense",
         )
         decoder["block"].update(depthwise=depthwise, noise=bool(c.get("noise", True)))
-        decoder.update(attention=attention, input_conv="depthwise" if depthwise else "full")
+        decoder.update(attention=attention, input_conv="depthwise" if depthwise else "dense")
         strides = list(c["vq_strides"])
         rate = int(c["sampling_rate"])
         hop = math.prod(c["encoder_rates"])
