@@ -9,7 +9,9 @@ run each of its components through the contract check:
         check_component(lyra_registry, "activation", "soft_clip", lyra_context)
 
 The check builds the component from its defaults (or from `Spec.example()` where a component has
-required fields), round-trips it through cattrs, and validates it against the generated schema.
+required fields), round-trips it through cattrs, validates it against the generated schema, then
+runs the built module on its kind's example input and checks the kind's contract
+(`lyra_core.contracts`: output shape and dtype, finite values, gradients where it is trainable).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import jsonschema
 import pytest
 
 from lyra_core.context import BuildContext
+from lyra_core.contracts import CONTRACTS, ContractError
 from lyra_core.plugins import load_plugins
 from lyra_core.registry import Registry
 from lyra_core.schema import experiment_schema
@@ -54,9 +57,24 @@ def check_component(
     assert not errors, f"{kind} '{name}' defaults fail its schema: {errors}"
 
     ctx = ctx or BuildContext(registry=registry)
-    built = spec.build(ctx, **registry.kind(kind).example())
+    kwargs = registry.kind(kind).example()
+    built = spec.build(ctx, **kwargs)
     assert built is not None, f"{kind} '{name}'.build() returned None"
+    run_contract(kind, name, built, kwargs, ctx)
     return built
+
+
+def run_contract(
+    kind: str, name: str, built: Any, kwargs: dict[str, Any], ctx: BuildContext
+) -> None:
+    """Run `built` on its kind's example input and check what the kind promises (if known)."""
+    contract = CONTRACTS.get(kind)
+    if contract is None:  # a plugin's own kind, or one without a run contract
+        return
+    try:
+        contract(built, kwargs, ctx)
+    except ContractError as exc:
+        raise ContractError(f"{kind} '{name}' breaks the {kind} contract: {exc}") from None
 
 
 def peak_allocated_bytes(fn: Callable[[], object]) -> int:
