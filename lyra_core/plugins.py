@@ -70,6 +70,9 @@ def _origin(ep: EntryPoint) -> Origin:
     return Origin(ep.name, dist.name if dist else "unknown", dist.version if dist else "")
 
 
+Loaded = list[tuple[str, object, Origin]]  # (plugin name, module or object, where it came from)
+
+
 def load_plugins(
     disabled: Iterable[str] | None = None,
     extra: Iterable[tuple[str, object]] = (),
@@ -85,19 +88,31 @@ def load_plugins(
     blocked = disabled_from_env() if disabled is None else set(disabled)
     manager = pluggy.PluginManager(GROUP)
     manager.add_hookspecs(hookspecs)
-    infos: list[PluginInfo] = []
-    loaded: list[tuple[str, object, Origin]] = []
-    eps = (
-        sorted(entry_points(group=entry_point_group), key=lambda e: e.name)
-        if entry_point_group
-        else []
-    )
+    loaded, infos = _import_entry_points(manager, entry_point_group, blocked, builtins_only)
+    _add_extra(extra, loaded, infos)
+    _register_with(manager, loaded)
+    registry = Registry()
+    for kind in CORE_KINDS:
+        registry.add_kind(kind)
+    infos = _call_registration_hooks(manager, registry, loaded, infos)
+    registry.unavailable_plugins = [
+        f"{i.name} ({i.status})" for i in infos if i.status in ("disabled", "failed")
+    ]
+    return Plugins(manager, registry, infos)
 
-    for ep in eps:
+
+def _entry_points(group: str | None) -> list[EntryPoint]:
+    return sorted(entry_points(group=group), key=lambda e: e.name) if group else []
+
+
+def _import_entry_points(
+    manager: pluggy.PluginManager, group: str | None, blocked: set[str], builtins_only: bool
+) -> tuple[Loaded, list[PluginInfo]]:
+    """Import each entry point's module, except blocked ones; failures are recorded, not raised."""
+    loaded: Loaded = []
+    infos: list[PluginInfo] = []
+    for ep in _entry_points(group):
         origin = _origin(ep)
-        where = (
-            f"{origin.distribution} {origin.version} (entry point {GROUP}: {ep.name} = {ep.value})"
-        )
         if ep.name in blocked or (builtins_only and origin.distribution != DISTRIBUTION):
             manager.set_blocked(ep.name)
             infos.append(PluginInfo(ep.name, origin, ep.value, "disabled"))
@@ -105,27 +120,45 @@ def load_plugins(
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin is reported, never fatal to the others
-            err = PluginLoadError(ep.name, where, exc)
+            err = PluginLoadError(ep.name, _where(ep, origin), exc)
             infos.append(PluginInfo(ep.name, origin, ep.value, "failed", err))
             continue
         loaded.append((ep.name, plugin, origin))
         infos.append(PluginInfo(ep.name, origin, ep.value, "loaded"))
+    return loaded, infos
 
+
+def _where(ep: EntryPoint, origin: Origin) -> str:
+    return f"{origin.distribution} {origin.version} (entry point {GROUP}: {ep.name} = {ep.value})"
+
+
+def _add_extra(
+    extra: Iterable[tuple[str, object]], loaded: Loaded, infos: list[PluginInfo]
+) -> None:
+    """Plugins given directly (by module name or object), not installed: tests of the mechanism."""
     for name, plugin in extra:
         obj = importlib.import_module(plugin) if isinstance(plugin, str) else plugin
         origin = Origin(name, "unregistered", "")
         loaded.append((name, obj, origin))
         infos.append(PluginInfo(name, origin, getattr(obj, "__name__", repr(obj)), "loaded"))
 
+
+def _register_with(manager: pluggy.PluginManager, loaded: Loaded) -> None:
     for name, plugin, _ in loaded:
         try:
             manager.register(plugin, name=name)
         except ValueError as exc:
             raise LyraError(f"plugin '{name}' is registered twice: {exc}") from exc
 
-    registry = Registry()
-    for kind in CORE_KINDS:
-        registry.add_kind(kind)
+
+def _call_registration_hooks(
+    manager: pluggy.PluginManager, registry: Registry, loaded: Loaded, infos: list[PluginInfo]
+) -> list[PluginInfo]:
+    """Kinds first, then components, each plugin through a view that records its origin.
+
+    A plugin whose hook raises is marked failed and unregistered; a LyraError (a duplicate name,
+    a broken contract) stops everything, by design. Returns the updated infos.
+    """
     origins = {name: origin for name, _, origin in loaded}
     for hook in ("lyra_register_kinds", "lyra_register_components"):
         for impl in reversed(getattr(manager.hook, hook).get_hookimpls()):
@@ -133,17 +166,15 @@ def load_plugins(
             try:
                 impl.function(registry=view)
             except LyraError:
-                raise  # duplicates and other contract violations stop everything, by design
+                raise
             except Exception as exc:
                 where = f"{view.origin.distribution} {view.origin.version} ({hook})"
-                err = PluginLoadError(impl.plugin_name, where, exc)
-                infos = [
-                    attrs.evolve(i, status="failed", error=err) if i.name == impl.plugin_name else i
-                    for i in infos
-                ]
+                infos = _mark_failed(infos, PluginLoadError(impl.plugin_name, where, exc))
                 manager.unregister(name=impl.plugin_name)
+    return infos
 
-    registry.unavailable_plugins = [
-        f"{i.name} ({i.status})" for i in infos if i.status in ("disabled", "failed")
+
+def _mark_failed(infos: list[PluginInfo], err: PluginLoadError) -> list[PluginInfo]:
+    return [
+        attrs.evolve(i, status="failed", error=err) if i.name == err.plugin else i for i in infos
     ]
-    return Plugins(manager, registry, infos)

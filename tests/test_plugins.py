@@ -165,3 +165,20 @@ def test_registries_are_independent():
     b = load_plugins(disabled={"activations"}).registry
     assert "snake" in a.names("activation")
     assert "snake" not in b.names("activation")
+
+
+def test_plugin_loading_is_made_of_short_functions():
+    """load_plugins reads as a list of steps, each a function of its own."""
+    import ast
+    import inspect
+
+    import lyra_core.plugins as module
+
+    tree = ast.parse(inspect.getsource(module))
+    lengths = {
+        n.name: n.end_lineno - n.lineno + 1
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef)
+    }
+    assert lengths["load_plugins"] <= 30
+    assert max(lengths.values()) <= 35, lengths
