@@ -518,5 +518,9 @@ def test_a_cache_that_cannot_be_written_is_one_clear_error(lyra_registry, tmp_pa
 def test_audio_io_keeps_no_module_state_for_tests():
     """Decoding is observed through the cache's entries (`FolderIndex.decoded`), not a counter."""
     assert not hasattr(audio_io, "files_decoded")
-    state = [n for n, v in vars(audio_io).items() if isinstance(v, list | dict) and n != "__all__"]
+    state = [
+        n
+        for n, v in vars(audio_io).items()
+        if isinstance(v, list | dict) and not n.startswith("__")
+    ]
     assert state == []
