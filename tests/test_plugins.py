@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+import torch
 
 from lyra_core import hookimpl
 from lyra_core.errors import DuplicateComponentError, LyraError, UnknownComponentError
@@ -182,3 +183,44 @@ def test_plugin_loading_is_made_of_short_functions():
     }
     assert lengths["load_plugins"] <= 30
     assert max(lengths.values()) <= 35, lengths
+
+
+def test_plugin_modules_use_the_shared_field_validators():
+    """No plugin redefines a rule lyra_core/validators.py has (positive, odd, in [0, 1], ...)."""
+    import re
+    from pathlib import Path
+
+    shared = (
+        r"_?(positive|positive_ints|non_negative|odd|odd_ints|fraction|probability|at_least"
+        r"|in_range|positive_each)"
+    )
+    root = Path(__file__).resolve().parents[1] / "plugins"
+    found = [
+        f"{path.relative_to(root)}: def {m.group(1)}"
+        for path in root.rglob("*.py")
+        for m in re.finditer(rf"^def ({shared})\(", path.read_text(), re.M)
+    ]
+    assert found == []
+
+
+def test_slot_types_and_module_base_classes_have_different_names():
+    import lyra_core
+    from lyra_core import interfaces
+
+    bases = {n for n, v in vars(interfaces).items() if isinstance(v, type)}
+    assert not bases & set(lyra_core.__all__)
+    assert lyra_core.BottleneckRef.kind == "bottleneck"
+    assert interfaces.Bottleneck.__module__ == "lyra_core.interfaces"
+
+
+def test_sibling_specs_share_their_fields_through_a_base_class():
+    from lyra_plugins import blocks, coders, optimizers
+
+    assert issubclass(blocks.EncoderBlockSpec, blocks.ResampleBlockSpec)
+    assert issubclass(blocks.DecoderBlockSpec, blocks.ResampleBlockSpec)
+    assert issubclass(coders.ConvEncoderSpec, coders.ConvCoderSpec)
+    assert issubclass(coders.ConvDecoderSpec, coders.ConvCoderSpec)
+    assert issubclass(optimizers.AdamWSpec, optimizers.AdamFamilySpec)
+    assert optimizers.AdamWSpec().build(None, [torch.nn.Parameter(torch.zeros(1))]).defaults[
+        "betas"
+    ] == (0.8, 0.99)

@@ -75,3 +75,29 @@ def test_validator_bounds_are_stated_in_the_schema():
     assert [b["exclusiveMaximum"] for b in adam["prefixItems"]] == [1, 1]
     workers = schema["properties"]["data"]["properties"]["num_workers"]
     assert workers["minimum"] == 0
+
+
+def test_user_facing_text_names_models_not_seed_numbers():
+    """Descriptions say what a thing is ("the LyraCodec VAE"), not an internal "seed 001"."""
+    import re
+    import subprocess
+    import sys
+
+    text = json.dumps(experiment_schema(load_plugins(builtins_only=True).registry))
+    out = subprocess.run(
+        [sys.executable, "-m", "lyra_core", "components"], capture_output=True, text=True
+    ).stdout
+    for kind in ("encoder", "decoder", "block", "bottleneck", "activation"):
+        out += subprocess.run(
+            [sys.executable, "-m", "lyra_core", "components", kind], capture_output=True, text=True
+        ).stdout
+    assert "LyraCodec" in text
+    assert not re.search(r"seed 0\d\d|\(seed\)|the seed\b", text + out, re.I)
+
+
+def test_the_coders_activation_field_says_it_is_only_the_last_one():
+    defs = experiment_schema(load_plugins(builtins_only=True).registry)["$defs"]
+    for name in ("encoder.conv_encoder", "decoder.conv_decoder"):
+        doc = defs[name]["properties"]["activation"]["description"]
+        assert "before the output conv, and only that one" in doc
+        assert "`block`" in doc
