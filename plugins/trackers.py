@@ -6,9 +6,11 @@ in `SafeTracker`, so a tracker may raise: training goes on and metrics stay in t
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -17,41 +19,109 @@ from lyra_core.runs.tracking import Tracker
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the tag MLflow's UI picks its view by
+MODEL_TRAINING = "custom_model_development"  # its "Machine learning" view, not the GenAI one
+RUN_DIR_TAG = "lyra.run_dir"  # a resumed run directory continues the MLflow run with this tag
+# MLflow 3's UI picks its view from the page address (else the last one chosen, GenAI at first).
+UI_VIEW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+QUIET_LOGGERS = ("mlflow", "alembic")  # MLflow's import resets their levels
+
+
+def _mlflow_client(uri: str) -> Any:
+    """An `MlflowClient`, keeping any level the application set on MLflow's loggers."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    from mlflow.tracking import MlflowClient
+
+    for logger, level in zip(loggers, levels, strict=True):
+        if level > logging.INFO:
+            logger.setLevel(level)
+    return MlflowClient(tracking_uri=uri)
 
 
 class MLflowTracker(Tracker):
+    """One MLflow run per Lyra run directory: a resume continues it, each step logged once."""
+
     def __init__(self, uri: str, experiment: str | None, timeout: int):
         # Fail fast instead of MLflow's default minutes of retries when a server is down.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout))
-        from mlflow.tracking import MlflowClient
-
         self.uri = uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = _mlflow_client(uri)
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.logged: dict[str, int] = {}  # metric -> last step already in a resumed run
+        self.params: dict[str, str] = {}  # a resumed run's params (MLflow refuses changes)
 
     def start(self, name: str, tags: dict[str, str]) -> str:
-        experiment = self.experiment or name
-        found = self.client.get_experiment_by_name(experiment)
-        exp_id = found.experiment_id if found else self.client.create_experiment(experiment)
-        run = self.client.create_run(exp_id, run_name=name, tags=tags)
-        self.run_id = run.info.run_id
+        exp_id = self.experiment_id = self._experiment_id(self.experiment or name)
+        previous = self._previous_run(exp_id, tags.get(RUN_DIR_TAG))
+        if previous is None:
+            self.run_id = self.client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+            return self.run_id
+        self.run_id = previous.info.run_id
+        self.params = dict(previous.data.params)
+        self.logged = {k: self._last_step(k) for k in previous.data.metrics}
+        self.client.update_run(self.run_id, status="RUNNING")
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
         return self.run_id
 
-    def log_params(self, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
+    def _experiment_id(self, experiment: str) -> str:
+        """The experiment's id; one Lyra creates is tagged as model training for MLflow's UI."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return self.client.create_experiment(
+                experiment, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+            )
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        return found.experiment_id
 
-        items = [Param(k[:250], v[:6000]) for k, v in sorted(params.items())]
+    def _previous_run(self, exp_id: str, run_dir: str | None) -> Any:
+        """The experiment's newest run tagged with this run directory, if any."""
+        if not run_dir or "'" in run_dir:  # a quote cannot be written in MLflow's filter
+            return None
+        runs = self.client.search_runs(
+            [exp_id],
+            filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def _last_step(self, key: str) -> int:
+        assert self.run_id is not None
+        return max((m.step for m in self.client.get_metric_history(self.run_id, key)), default=-1)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """New params; a resumed run's changed ones (e.g. more steps) become `param.KEY` tags."""
+        from mlflow.entities import Param, RunTag
+
+        fresh = {k[:250]: v[:6000] for k, v in params.items()}
+        changed = {k: v for k, v in fresh.items() if k in self.params and self.params[k] != v}
+        items = [Param(k, v) for k, v in sorted(fresh.items()) if k not in self.params]
+        tags = [RunTag(f"param.{k}", v) for k, v in sorted(changed.items())]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        for i in range(0, len(tags), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, tags=tags[i : i + MAX_PARAMS_PER_BATCH])
+        self.params |= {k: v for k, v in fresh.items() if k not in self.params}
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Metrics of a step; after a resume, the steps the run already holds are skipped."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if step > self.logged.get(k, -1)
+        ]
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), folder)
@@ -59,10 +129,17 @@ class MLflowTracker(Tracker):
     def end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)
 
+    def page(self, base: str) -> str:
+        """The run's page on the MLflow UI at `base`, in its model-training view."""
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{self.run_id}?{UI_VIEW}"
+
     def describe(self) -> str:
-        where = f"--backend-store-uri {self.uri}" if not self.uri.startswith("http") else ""
-        ui = f"mlflow ui {where}".strip() if where else self.uri
-        return f"MLflow run {self.run_id}; open it with: {ui}"
+        if self.uri.startswith(("http://", "https://")):
+            return f"MLflow run {self.run_id}: {self.page(self.uri)}"
+        return (
+            f"MLflow run {self.run_id}; open it with: mlflow ui --backend-store-uri {self.uri}\n"
+            f"  then {self.page(LOCAL_UI)}"
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -15,8 +15,9 @@ from lyra_core.interfaces import ModelOutput
 from lyra_core.registry import Registry
 from lyra_core.runs.model import LoadedModel
 
-# Distances every run reports, computed with the registered losses of these names.
-DISTANCES = {"mr_stft": "multi_resolution_stft", "mel": "mel"}
+# Distances every run reports, computed with the registered losses of these names (at their
+# defaults) and reported under the same names: `val/multi_resolution_stft`, `val/mel`.
+DISTANCES = ("multi_resolution_stft", "mel")
 
 
 def si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -31,17 +32,17 @@ def si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> t
 
 
 def distance_losses(registry: Registry, ctx: BuildContext) -> dict[str, nn.Module]:
+    """The registered losses named in DISTANCES, at their defaults, by name."""
     found = {}
-    for metric, name in DISTANCES.items():
+    for name in DISTANCES:
         try:
-            found[metric] = registry.get("loss", name).spec().build(ctx)
+            found[name] = registry.get("loss", name).spec().build(ctx)
         except LyraError:
             print(
-                f"note: no '{name}' loss is registered; val/{metric} is not reported",
+                f"note: no '{name}' loss is registered; val/{name} is not reported",
                 file=sys.stderr,
             )
     return found
-
 
 
 def distances(loaded: LoadedModel) -> dict[str, nn.Module]:
@@ -72,12 +73,15 @@ def format_metrics(rows: Sequence[tuple[str, dict[str, float]]]) -> str:
     """A table: one line per file, then the mean of each column over the files."""
     names = list(rows[0][1]) if rows else []
     width = max([len("file"), len("mean")] + [len(f) for f, _ in rows]) + 2
-    lines = [f"{'file':<{width}}" + "".join(f"{n:>12}" for n in names)]
+    columns = {n: max(12, len(n) + 2) for n in names}
+    lines = [f"{'file':<{width}}" + "".join(f"{n:>{w}}" for n, w in columns.items())]
     for label, values in rows:
-        lines.append(f"{label:<{width}}" + "".join(f"{values[n]:>12.4f}" for n in names))
+        lines.append(f"{label:<{width}}" + _cells(values, columns))
     if rows:
         means = {n: float(np.nanmean([v[n] for _, v in rows])) for n in names}
-        lines.append(f"{'mean':<{width}}" + "".join(f"{means[n]:>12.4f}" for n in names))
+        lines.append(f"{'mean':<{width}}" + _cells(means, columns))
     return "\n".join(lines)
 
 
+def _cells(values: dict[str, float], columns: dict[str, int]) -> str:
+    return "".join(f"{values[n]:>{w}.4f}" for n, w in columns.items())

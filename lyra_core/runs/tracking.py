@@ -17,7 +17,9 @@ class Tracker:
     """What a `tracker` component builds. Every method may raise; `SafeTracker` copes."""
 
     def start(self, name: str, tags: dict[str, str]) -> str | None:
-        """Open a run; return its id (or None)."""
+        """Open a run, or continue the one a resumed run directory (`tags["lyra.run_dir"]`) had;
+        return its id (or None). After a resume, steps the run already holds are logged again
+        (the run re-trains from its checkpoint): a tracker keeps each step once."""
         return None
 
     def log_params(self, params: dict[str, str]) -> None: ...
