@@ -125,8 +125,8 @@ def test_synthetic_stats_and_prepare(tmp_path, capsys):
     [
         (["stats", "{spec}"], "error: audio_folder: no such folder or file: {missing}"),
         (["prepare", "{tmp}/nope.json"], "nope.json: no such spec file"),
-        (["synth", "{tmp}/o", "--minutes", "0"], "--minutes must be positive, got 0.0"),
-        (["synth", "{spec}", "--minutes", "1"], "exists and is not a directory"),
+        (["synth", "{tmp}/o", "--minutes", "0"], "--minutes: 0: expected a value in (0, 1440]"),
+        (["synth", "{spec}", "--minutes", "1"], "spec.json: is a file, not a folder"),
         (["synth", "{tmp}/o", "--channels", "0"], "--channels must be positive, got 0"),
     ],
 )

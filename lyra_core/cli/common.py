@@ -1,16 +1,112 @@
-"""What the command modules share: `--set`, the loaded plugins, and the options of a trained run."""
+"""What the command modules share: `--set`, the loaded plugins, the options of a trained run,
+and argument types that refuse a mistaken value with one line (exit 2) before anything runs."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 from lyra_core.plugins import Plugins, load_plugins
 
 EXIT_USER_ERROR = 2  # a user's mistake: a clear message, no traceback
+MAX_COUNT = 10_000  # files one command writes (samples, interpolation steps)
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line: `error: lyra CMD: ...; see --help`."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+# -- argument types: each raises ArgumentTypeError, which argparse reports with the option --------
+
+
+def _number(value: str, kind: type) -> float:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{value!r}: give a finite number")
+    return number
+
+
+def bounded(kind: type, low: float, high: float, low_open: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` (int or float) in [low, high] ((low, high] if open)."""
+
+    def parse(value: str) -> Any:
+        number = _number(value, kind)
+        if number < low or (low_open and number == low) or number > high:
+            left = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(
+                f"{value}: expected a value in {left}{low:g}, {high:g}]"
+            )
+        return number
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+seconds = bounded(float, 0.0, 86_400.0, low_open=True)  # up to a day
+non_negative_seconds = bounded(float, 0.0, 86_400.0)
+count = bounded(int, 1, MAX_COUNT)
+seed = bounded(int, 0, 2**63 - 1)
+port = bounded(int, 1, 65_535)
+
+
+def rate(value: str) -> int:
+    """An argparse type: an output sample rate that `write_audio` accepts."""
+    from lyra_core.errors import LyraError
+    from lyra_core.runs.audio import check_rate
+
+    hz = int(_number(value, int))
+    try:
+        check_rate(hz)
+    except LyraError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return hz
+
+
+def _writable_folder(path: Path, value: str) -> None:
+    """`path` is or can become a folder: no file in the way, the nearest existing one writable."""
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        where = "is a file" if str(parent) == value else f"{parent} is a file"
+        raise argparse.ArgumentTypeError(f"{value}: {where}, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{value}: cannot write in {parent} (permission denied)")
+
+
+def output_dir(value: str) -> str:
+    """An argparse type: a folder to write into (it may not exist yet)."""
+    if not value:
+        raise argparse.ArgumentTypeError("give a folder")
+    _writable_folder(Path(value), value)
+    return value
+
+
+def output_file(value: str) -> str:
+    """An argparse type: a file to write (not a folder; its folder may not exist yet)."""
+    path = Path(value)
+    if not value or path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: is a folder; give a file name, e.g. {Path(value) / 'model.ts'}"
+        )
+    _writable_folder(path.parent, value)
+    return value
 
 
 def add_command(sub: Any, name: str, handler: Handler, **kwargs: Any) -> argparse.ArgumentParser:
@@ -42,10 +138,12 @@ def add_run_options(p: argparse.ArgumentParser, audio_out: bool = True) -> None:
     p.add_argument(
         "--tracking-uri", help="MLflow store for a run id (default: $MLFLOW_TRACKING_URI)"
     )
-    p.add_argument("--chunk-seconds", type=float, default=10.0, help="audio per chunk (default 10)")
+    p.add_argument(
+        "--chunk-seconds", type=seconds, default=10.0, help="audio per chunk (default 10)"
+    )
     p.add_argument(
         "--context-seconds",
-        type=float,
+        type=non_negative_seconds,
         default=0.5,
         help="audio each chunk sees on both sides, crossfaded at seams (default 0.5)",
     )
@@ -53,7 +151,7 @@ def add_run_options(p: argparse.ArgumentParser, audio_out: bool = True) -> None:
         p.add_argument("--format", choices=("wav", "flac"), default="wav", help="default: wav")
         p.add_argument("--bits", choices=("16", "24", "float"), default="16", help="default: 16")
         p.add_argument("--no-dither", action="store_true", help="no TPDF dither when quantising")
-        p.add_argument("--rate", type=int, help="resample the output to this rate (Hz)")
+        p.add_argument("--rate", type=rate, help="resample the output to this rate (Hz)")
 
 
 def loaded_model(args: argparse.Namespace):  # -> lyra_core.runs.model.LoadedModel

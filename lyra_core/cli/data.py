@@ -13,12 +13,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lyra_core.cli.common import add_command, add_set, plugins
+from lyra_core.cli.common import add_command, add_set, bounded, output_dir, plugins
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.loader import load_spec
 from lyra_core.registry import Registry
+
+minutes = bounded(float, 0.0, 1440.0, low_open=True)
 
 
 def _dataset_method(spec: ExperimentSpec, registry: Registry, method: str, command: str) -> Any:
@@ -108,8 +110,10 @@ def add_parsers(sub: Any) -> None:
     p = add_command(sub, "data", data_command, help=text)
     actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = actions.add_parser("synth", help="write synthetic audio (the demo's data) as WAV files")
-    p.add_argument("directory", metavar="DIR")
-    p.add_argument("--minutes", type=float, default=1.0, help="how much audio (default: 1)")
+    p.add_argument("directory", metavar="DIR", type=output_dir)
+    p.add_argument(
+        "--minutes", type=minutes, default=1.0, help="how much audio, up to a day (default: 1)"
+    )
     p.add_argument("--spec", help="take format, seed and synthetic settings from this spec")
     p.add_argument("--sample-rate", type=int, default=44100, help="Hz (default: 44100)")
     p.add_argument("--channels", type=int, default=2, help="default: 2")

@@ -9,14 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from lyra_core.cli.common import (
+    MAX_COUNT,
     add_command,
     add_run_options,
     audio_output,
+    bounded,
     chunking,
+    count,
     loaded_model,
+    output_dir,
+    output_file,
     plugins,
+    seconds,
+    seed,
 )
 from lyra_core.errors import LyraError
+
+steps = bounded(int, 2, MAX_COUNT)
+temperature = bounded(float, 0.0, 100.0)
 
 
 def encode_command(args: argparse.Namespace) -> int:
@@ -121,44 +131,55 @@ def add_parsers(sub: Any) -> None:
     p = add_command(sub, "encode", encode_command, help=text)
     add_run_options(p, audio_out=False)
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files (any soundfile format)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
     text = "latents (.npy) or codes (.codes.npz) -> audio files"
     p = add_command(sub, "decode", decode_command, help=text)
     add_run_options(p)
     p.add_argument(
         "latents", nargs="+", metavar="LATENTS", help=".npy or .codes.npz files (lyra encode)"
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
     text = "encode + decode audio files, print distances"
     p = add_command(sub, "reconstruct", reconstruct_command, help=text)
     add_run_options(p)
     p.add_argument("inputs", nargs="+", metavar="IN")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
     p = add_command(sub, "sample", sample_command, help="decode draws from the bottleneck's prior")
     add_run_options(p)
-    p.add_argument("-n", type=int, default=1, help="how many samples (default: 1)")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of each (default: 2)")
-    p.add_argument("--seed", type=int, default=0, help="default: 0")
-    p.add_argument("--temperature", type=float, default=1.0, help="prior scale (default: 1)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument(
+        "-n", type=count, default=1, help=f"how many samples, 1 to {MAX_COUNT:,} (default: 1)"
+    )
+    p.add_argument("--seconds", type=seconds, default=2.0, help="length of each (default: 2)")
+    p.add_argument("--seed", type=seed, default=0, help="default: 0")
+    p.add_argument(
+        "--temperature", type=temperature, default=1.0, help="prior scale, 0 to 100 (default: 1)"
+    )
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
     text = "a path between two files' latents"
     p = add_command(sub, "interpolate", interpolate_command, help=text)
     add_run_options(p)
     p.add_argument("first", metavar="A")
     p.add_argument("second", metavar="B")
-    p.add_argument("--steps", type=int, default=5, help="points on the path, ends included")
+    p.add_argument(
+        "--steps",
+        type=steps,
+        default=5,
+        help=f"points on the path, ends included (2 to {MAX_COUNT:,})",
+    )
     p.add_argument(
         "--mode",
         choices=("auto", "linear", "slerp"),
         default="auto",
         help="auto: slerp for variational (Gaussian) latents, else linear",
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
     text = "a self-contained TorchScript (or ONNX) model"
     p = add_command(sub, "export", export_command, help=text)
     add_run_options(p, audio_out=False)
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="e.g. model.ts")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="FILE", type=output_file, help="e.g. model.ts"
+    )
     text = "a reference codec's checkpoint as a Lyra run directory"
     p = add_command(sub, "import", import_command, help=text)
     p.add_argument(
@@ -169,5 +190,12 @@ def add_parsers(sub: Any) -> None:
         help="the reference's checkpoint (file or directory), or 'default' for the installed "
         "package's model with random weights (snac: also '24khz', '32khz')",
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="run directory to write")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="DIR",
+        type=output_dir,
+        help="run directory to write",
+    )
     p.add_argument("--config", help="JSON object (or file) of the reference's constructor args")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lyra_core.cli.common import add_command, add_set, plugins
+from lyra_core.cli.common import add_command, add_set, output_dir, plugins
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,4 +31,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, mps"
     )
-    p.add_argument("--run-dir", help="where the run writes (default: runs/NAME-TIMESTAMP)")
+    p.add_argument(
+        "--run-dir", type=output_dir, help="where the run writes (default: runs/NAME-TIMESTAMP)"
+    )

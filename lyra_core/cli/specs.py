@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lyra_core.cli.common import EXIT_USER_ERROR, add_command, add_set, plugins
+from lyra_core.cli.common import (
+    EXIT_USER_ERROR,
+    add_command,
+    add_set,
+    output_dir,
+    output_file,
+    plugins,
+)
 from lyra_core.errors import LyraError
 from lyra_core.loader import load_spec, resolved
 from lyra_core.schema import experiment_schema
@@ -39,10 +46,18 @@ def schema(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.output)
     target = out / "experiment.schema.json" if out.suffix != ".json" else out
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise LyraError(f"{target}: cannot write the schema ({exc.strerror})") from None
     print(f"wrote {target}")
     return 0
+
+
+def schema_output(value: str) -> str:
+    """An argparse type: a `.json` file to write, or a folder to write it into."""
+    return output_file(value) if value.endswith(".json") else output_dir(value)
 
 
 def add_parsers(sub: Any) -> None:
@@ -53,7 +68,9 @@ def add_parsers(sub: Any) -> None:
     p = add_command(
         sub, "schema", schema, help="write the JSON Schema generated from the live registry"
     )
-    p.add_argument("-o", "--output", help="directory or .json file (default: stdout)")
+    p.add_argument(
+        "-o", "--output", type=schema_output, help="directory or .json file (default: stdout)"
+    )
     p.add_argument(
         "--builtins-only",
         action="store_true",

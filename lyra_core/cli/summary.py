@@ -18,7 +18,7 @@ import attrs
 import torch
 from torch import nn
 
-from lyra_core.cli.common import add_command, add_set, plugins
+from lyra_core.cli.common import add_command, add_set, bounded, plugins, seconds
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
@@ -48,6 +48,7 @@ class Summary:
     output_shape: str
     hop_length: int | None
     parts: list[tuple[str, int]] = attrs.Factory(list)  # top-level submodules' parameters
+    length_note: str | None = None  # why the decoder's output and the reconstruction differ
 
     def format(self) -> str:
         width = max([len("stage")] + [2 * s.depth + len(s.name) for s in self.stages]) + 2
@@ -66,6 +67,8 @@ class Summary:
         ]
         if self.hop_length:
             lines.append(f"hop length: {self.hop_length} samples per latent frame")
+        if self.length_note:
+            lines.append(self.length_note)
         if self.parts:
             lines.append("parameters by part: " + ", ".join(f"{n} {c:,}" for n, c in self.parts))
         lines += [
@@ -181,6 +184,29 @@ def summarize(
         output_shape=describe(output),
         hop_length=getattr(model, "hop_length", None),
         parts=[(name, _count(child)) for name, child in model.named_children()],
+        length_note=length_note(model, input_shape[-1], latent),
+    )
+
+
+def length_note(model: nn.Module, length: int, latent: Any) -> str | None:
+    """Why the decoder's output (frames · hop samples) and the reconstruction (the input's length)
+    differ, when they do: the reconstruction is padded or cropped to the input's length."""
+    hop = getattr(model, "hop_length", None)
+    if not hop or not isinstance(latent, torch.Tensor) or latent.dim() != 3:
+        return None
+    frames = latent.shape[-1]
+    decoded = frames * hop
+    if decoded == length:
+        return None
+    fit = (
+        f"padded with {length - decoded:,} samples"
+        if decoded < length
+        else f"cropped by {decoded - length:,} samples"
+    )
+    return (
+        f"length: the decoder gives {frames} frames x {hop:,} = {decoded:,} samples; the "
+        f"reconstruction is that {fit} to the input's {length:,} ({length:,} is not a multiple "
+        f"of the hop)"
     )
 
 
@@ -221,6 +247,8 @@ def add_parsers(sub: Any) -> None:
     text = "each model stage's output shape and parameter count"
     p = add_command(sub, "summary", summary_command, help=text)
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("--seconds", type=float, help="input length (default: the segment length)")
-    p.add_argument("--depth", type=int, default=2, help="stage nesting to show (default: 2)")
+    p.add_argument("--seconds", type=seconds, help="input length (default: the segment length)")
+    p.add_argument(
+        "--depth", type=bounded(int, 0, 64), default=2, help="stage nesting to show (default: 2)"
+    )
     add_set(p)

@@ -412,8 +412,7 @@ class Explorer:
         if not 0 < seconds <= self.max_seconds:
             raise LyraError(f"seconds must be in (0, {self.max_seconds:g}], got {seconds}")
         length = max(1, round(seconds * self.loaded.sample_rate))
-        multiple = int(getattr(self.loaded.bottleneck, "frame_multiple", 1))  # multi-scale codes
-        frames = math.ceil(length / self.loaded.hop_length / multiple) * multiple
+        frames = self.loaded.latent_frames(length)
         gen = torch.Generator(device=self.loaded.device).manual_seed(int(seed))
         with torch.inference_mode():
             z = self.loaded.bottleneck.sample_prior(1, frames, float(temperature), gen).cpu()
@@ -425,10 +424,7 @@ class Explorer:
         if za.dim() == 3:
             frames = min(za.shape[-1], zb.shape[-1])
             za, zb = za[..., :frames], zb[..., :frames]
-        with torch.inference_mode():
-            probe = torch.zeros(1, self.loaded.channels, self.loaded.hop_length)
-            spherical = "kl" in self.loaded.model.encode(probe.to(self.loaded.device))[1]
-        z = slerp(za, zb, t) if spherical else torch.lerp(za, zb, t)
+        z = slerp(za, zb, t) if self.loaded.variational else torch.lerp(za, zb, t)
         length = min(first.length, second.length)
         return Sound(z, length, f"{first.label}_{second.label}_{t:.2f}")
 

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.runs.audio import BitDepth, read_audio, write_audio
+from lyra_core.runs.audio import (
+    BitDepth,
+    check_fits,
+    make_folder,
+    read_audio,
+    write_audio,
+)
 from lyra_core.runs.chunking import (
     Chunking,
     decode_latent,
@@ -54,7 +60,7 @@ def encode_files(
     written = []
     for src, target in zip(inputs, _outputs(inputs, out_dir, ".npy"), strict=True):
         audio = load_input(loaded, src)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(out_dir)
         sidecar = {**loaded.describe(), "length": audio.shape[-1], "source": str(src)}
         if loaded.quantizer is not None:
             z, codes = encode_codes(loaded, audio, chunking)
@@ -98,6 +104,48 @@ def read_codes(loaded: LoadedModel, path: Path) -> torch.Tensor:
             raise LyraError(f"{path}: the codes do not fit this model's quantizer ({exc})") from exc
 
 
+def read_sidecar(loaded: LoadedModel, latent: Path) -> int | None:
+    """The audio length recorded in a latent's `.json` sidecar (None without one); warns when
+    another model wrote it."""
+    sidecar = latent.with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise LyraError(
+            f"{sidecar}: not a readable JSON sidecar ({exc}); fix or delete it"
+        ) from None
+    if not isinstance(meta, dict):
+        raise LyraError(f"{sidecar}: the sidecar must be a JSON object (as `lyra encode` writes)")
+    length = meta.get("length")
+    if length is not None:
+        if type(length) is not int or length < 1:
+            raise LyraError(
+                f"{sidecar}: 'length' must be a positive whole number of samples, got "
+                f"{length!r}; fix or delete the sidecar"
+            )
+        check_fits(length * loaded.channels, f"{sidecar}: 'length' {length:,}")
+    if meta.get("spec_hash") != loaded.spec_hash:
+        print(
+            f"warning: {latent} was encoded by model '{meta.get('model')}' (spec "
+            f"{meta.get('spec_hash')}), not this one ({loaded.spec_hash})",
+            file=sys.stderr,
+        )
+    return length
+
+
+def check_latent(path: Path, z: np.ndarray) -> None:
+    """A float latent [D, frames] or [D] with finite values and at least one frame."""
+    if z.dtype.kind != "f" or z.ndim not in (1, 2):
+        raise LyraError(f"{path}: expected a float latent [D, frames] or [D], got {z.shape}")
+    if z.size == 0:
+        raise LyraError(f"{path}: the latent is empty (shape {list(z.shape)}): nothing to decode")
+    if not np.isfinite(z).all():
+        bad = int(z.size - np.count_nonzero(np.isfinite(z)))
+        raise LyraError(f"{path}: the latent has {bad:,} NaN or infinite value(s)")
+
+
 def read_latent(loaded: LoadedModel, path: str | Path) -> tuple[torch.Tensor, int | None]:
     """A latent (`.npy`) or codes (`.codes.npz`) file as [1, ...] and the audio length its
     sidecar records (if any)."""
@@ -105,24 +153,23 @@ def read_latent(loaded: LoadedModel, path: str | Path) -> tuple[torch.Tensor, in
     if path.name.endswith(".codes.npz"):
         z = read_codes(loaded, path).numpy()[0]
         path = path.with_name(path.name.removesuffix(".codes.npz") + ".npy")
+    elif not path.is_file():
+        what = "is a folder" if path.is_dir() else "no such file"
+        raise LyraError(f"{path}: {what}; give .npy latents or .codes.npz codes (`lyra encode`)")
     else:
         try:
             z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise LyraError(f"{path}: not a readable .npy latent ({exc})") from exc
-    length = None
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
-        length = meta.get("length")
-        if meta.get("spec_hash") != loaded.spec_hash:
-            print(
-                f"warning: {path} was encoded by model '{meta.get('model')}' (spec "
-                f"{meta.get('spec_hash')}), not this one ({loaded.spec_hash})",
-                file=sys.stderr,
-            )
-    if z.dtype.kind != "f" or z.ndim not in (1, 2):
-        raise LyraError(f"{path}: expected a float latent [D, frames] or [D], got {z.shape}")
+        except (OSError, ValueError, EOFError):
+            raise LyraError(
+                f"{path}: not a .npy array; give the .npy latents or .codes.npz codes that "
+                "`lyra encode` writes"
+            ) from None
+    check_latent(path, z)
+    if z.shape[0] != loaded.latent_channels:
+        raise LyraError(
+            f"{path}: a latent of {z.shape[0]} channels; this model's has {loaded.latent_channels}"
+        )
+    length = read_sidecar(loaded, path)
     return torch.from_numpy(z.astype(np.float32))[None], length
 
 
@@ -153,6 +200,9 @@ def decode_files(
             audio = decode_latent(loaded, z, length, chunking)
         except LyraError as exc:
             raise LyraError(f"{src}: {exc}") from exc
+        except RuntimeError as exc:  # e.g. too few frames for the decoder's kernels
+            first = str(exc).splitlines()[0]
+            raise LyraError(f"{src}: this model cannot decode the latent ({first})") from None
         written.append(output.write(loaded, target, audio[0]))
     return written
 
@@ -186,10 +236,12 @@ def sample_files(
     temperature: float = 1.0,
 ) -> list[Path]:
     """Decode `count` draws from the bottleneck's prior, `seconds` long each."""
-    if count < 1 or seconds <= 0:
-        raise LyraError("sample: need -n >= 1 and --seconds > 0")
+    if count < 1 or not 0 < seconds < math.inf:
+        raise LyraError("sample: need -n >= 1 and a finite --seconds > 0")
     length = max(1, round(seconds * loaded.sample_rate))
-    frames = math.ceil(length / loaded.hop_length)
+    check_fits(length * loaded.channels, f"sample: {seconds:g} seconds of audio")
+    frames = loaded.latent_frames(length)
+    check_fits(count * frames * loaded.latent_channels, f"sample: {count} latents", 4)
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
     with torch.inference_mode():
         z = loaded.bottleneck.sample_prior(count, frames, temperature, gen).cpu()
@@ -215,7 +267,7 @@ def interpolate_files(
     """Decode `steps` latents on the path from `first`'s to `second`'s (both ends included).
 
     Time-series latents are cut to the shorter file's frames. `auto` is spherical when the
-    bottleneck is variational (it reports a "kl" term: Gaussian latents), else linear.
+    latent is variational (`LoadedModel.variational`), else linear.
     """
     if steps < 2:
         raise LyraError("interpolate: --steps must be at least 2 (both ends are included)")
@@ -228,9 +280,7 @@ def interpolate_files(
         za, zb = za[..., :frames], zb[..., :frames]
     length = min(a_audio.shape[-1], b_audio.shape[-1])
     if mode == "auto":
-        with torch.inference_mode():
-            probe = torch.zeros(1, loaded.channels, loaded.hop_length, device=loaded.device)
-            mode = "slerp" if "kl" in loaded.model.encode(probe)[1] else "linear"
+        mode = "slerp" if loaded.variational else "linear"
     written = []
     for i in range(steps):
         t = i / (steps - 1)

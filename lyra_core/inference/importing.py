@@ -48,7 +48,14 @@ def import_checkpoint(
 ) -> RunDir:
     """Convert `source` with importer `name` into the run directory `out`; returns it."""
     imp = importer(plugins, name)
-    ref_config, ref_state = imp.read(source, config)
+    try:
+        ref_config, ref_state = imp.read(source, config)
+    except TypeError as exc:  # the reference's constructor refused an argument of --config
+        if config is None:
+            raise
+        raise LyraError(
+            f"--config: the {name} reference does not take these arguments ({exc})"
+        ) from None
     data = imp.experiment(ref_config)
     spec: ExperimentSpec = validate_data(data, plugins.registry, f"the spec for {name}")
     model = build_model(spec, plugins.registry)

@@ -20,6 +20,7 @@ uniform variables of ±½ LSB, so the error is signal-independent noise of ½ LS
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,8 @@ from lyra_core.errors import LyraError
 BitDepth = Literal["16", "24", "float"]
 BIT_DEPTHS: tuple[str, ...] = ("16", "24", "float")
 FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+MIN_RATE, MAX_RATE = 1_000, 768_000  # output sample rates, Hz
+BYTES_PER_SAMPLE = 32  # what writing one float sample costs at its peak (float64 dither, int32)
 
 # A 64-zero-crossing Kaiser sinc (librosa/resampy's "kaiser_best" settings).
 RESAMPLE = {
@@ -50,6 +53,29 @@ def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     with torch.inference_mode():
         out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio)), rate, target, **RESAMPLE)
     return out.numpy()
+
+
+def check_rate(rate: int) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise LyraError(f"output rate {rate} Hz: expected {MIN_RATE:,} to {MAX_RATE:,} Hz")
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (bytes), or 0 where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_fits(values: int, what: str, bytes_per_value: int = BYTES_PER_SAMPLE) -> None:
+    """Refuse, before allocating, `values` numbers that this machine's memory cannot hold."""
+    need, have = values * bytes_per_value, memory_bytes()
+    if have and need > have:
+        raise LyraError(
+            f"{what}: {values:,} values need about {need / 1e9:,.0f} GB, more than this machine's "
+            f"{have / 1e9:,.0f} GB of memory; ask for less"
+        )
 
 
 class AudioReadError(LyraError):
@@ -94,6 +120,8 @@ def convert_channels(data: np.ndarray, channels: int) -> np.ndarray:
 def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
     """The file as float32 [channels, T] at `sample_rate`; a LyraError if it cannot be used."""
     path = Path(path)
+    if path.is_dir():
+        raise LyraError(f"{path}: is a folder; give audio files (e.g. {path / '*.wav'})")
     if not path.is_file():
         raise LyraError(f"{path}: no such audio file")
     try:
@@ -102,6 +130,17 @@ def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
     except AudioReadError as exc:
         raise LyraError(f"{path}: {exc}") from exc
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def make_folder(path: Path) -> Path:
+    """Create the folder `path` (and its parents): a LyraError if a file is in the way."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LyraError(f"{path}: is a file, not a folder; choose another output folder") from None
+    except OSError as exc:
+        raise LyraError(f"{path}: cannot create the folder ({exc.strerror})") from None
+    return path
 
 
 def output_format(path: Path, bits: BitDepth) -> tuple[str, str]:
@@ -147,11 +186,13 @@ def write_audio(
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 2:
         raise LyraError(f"{path}: expected audio [channels, samples], got shape {audio.shape}")
+    if not np.isfinite(audio).all():
+        raise LyraError(f"{path}: the audio has NaN or infinite samples; nothing written")
     if output_rate is not None and output_rate != sample_rate:
-        if output_rate <= 0:
-            raise LyraError(f"output rate must be positive, got {output_rate}")
+        check_rate(output_rate)
+        check_fits(math.ceil(audio.size * output_rate / sample_rate), f"{path} at {output_rate} Hz")
         audio, sample_rate = resample(audio, sample_rate, output_rate), output_rate
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     if bits == "float":
         data: np.ndarray = audio.T
     else:

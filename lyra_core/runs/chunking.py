@@ -26,6 +26,15 @@ def crossfade(length: int) -> torch.Tensor:
     return torch.sin(0.5 * math.pi * (torch.arange(length) + 0.5) / length).square()
 
 
+def chunk_bounds(frames: int, chunk: int, half: int) -> list[tuple[int, int]]:
+    """(start, end) frames of each chunk; a last chunk shorter than the crossfade's half joins
+    the one before it, so every crossfade fits inside its chunks."""
+    starts = list(range(0, frames, chunk))
+    if len(starts) > 1 and frames - starts[-1] < half:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], frames], strict=True))
+
+
 def overlapped(
     fn: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -38,18 +47,17 @@ def overlapped(
     """`fn` over x [B, C, frames·step_in] in chunks of `chunk` frames; -> [B, C', frames·step_out].
 
     Each chunk sees `context` extra frames on both sides; neighbouring outputs are crossfaded
-    over `context / 2` frames centred on each seam, so 3/4 of the context is never heard. The
-    result stays on the CPU.
+    over `context / 2` frames (at most the chunk) centred on each seam, so 3/4 of the context is
+    never heard. The result stays on the CPU.
     """
     frames = x.shape[-1] // step_in
     chunk, context = max(1, chunk), max(0, context)
     if frames <= chunk + context:
         return fn(x.to(device)).cpu()
-    half = context // 4  # frames of crossfade on each side of a seam
+    half = min(context // 4, chunk // 2)  # frames of crossfade on each side of a seam
     ramp = crossfade(2 * half * step_out) if half else None
     out: torch.Tensor | None = None
-    for start in range(0, frames, chunk):
-        end = min(start + chunk, frames)
+    for start, end in chunk_bounds(frames, chunk, half):
         lo_in, hi_in = max(0, start - context), min(frames, end + context)
         y = fn(x[..., lo_in * step_in : hi_in * step_in].to(device)).cpu()
         lo = start - half if start > 0 else 0
@@ -77,8 +85,11 @@ class Chunking:
 
     def frames(self, loaded: LoadedModel) -> tuple[int, int]:
         per_second = loaded.sample_rate / loaded.hop_length
-        if self.chunk_seconds <= 0 or self.context_seconds < 0:
-            raise LyraError("chunk seconds must be positive and context seconds not negative")
+        if not 0 < self.chunk_seconds < math.inf or not 0 <= self.context_seconds < math.inf:
+            raise LyraError(
+                f"chunk seconds must be positive and context seconds not negative, both finite; "
+                f"got {self.chunk_seconds} and {self.context_seconds}"
+            )
         chunk = max(1, round(self.chunk_seconds * per_second))
         return chunk, math.ceil(self.context_seconds * per_second)
 

@@ -173,6 +173,11 @@ class LoadedModel:
         return self._probe[0].dim() == 2
 
     @property
+    def latent_channels(self) -> int:
+        """D of the latent [B, D, frames] (or [B, D])."""
+        return int(self._probe[0].shape[1])
+
+    @property
     def variational(self) -> bool:
         """Whether the latent is variational: the bottleneck reports a "kl" term (a Gaussian
         posterior), so paths between latents are spherical rather than straight."""
