@@ -147,7 +147,7 @@ class TrainingSpec:
         validator=size(MAX_BATCH, minimum=0),
     )
     best_metric: str = param(
-        "val/mr_stft", doc="validation metric that picks the 'best' checkpoint"
+        "val/mel_distance", doc="validation metric that picks the 'best' checkpoint"
     )
     best_mode: Literal["min", "max"] = param("min", doc="whether lower or higher is better")
     max_nonfinite: int = param(

@@ -261,6 +261,70 @@ class MelSpec(LossSpec):
         return MelLoss(self, ctx.sample_rate)
 
 
+# --- multi-scale STFT magnitude (DAC) ------------------------------------------------------------
+
+
+class STFTLoss(ReconstructionLoss):
+    """Sum over windows of log_weight·L1(log10 |X|^power) + mag_weight·L1(|X|)."""
+
+    name = "stft"
+
+    def __init__(self, spec: STFTSpec):
+        super().__init__()
+        self.spec = spec
+        self.stfts = nn.ModuleList(
+            Spectrogram(n_fft=w, hop_length=w // 4, power=1.0) for w in spec.window_lengths
+        )
+
+    def log_mag(self, mag: torch.Tensor) -> torch.Tensor:
+        return mag.clamp_min(self.spec.clamp_eps).pow(self.spec.power).log10()
+
+    def distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x = prediction.reshape(-1, prediction.shape[-1])
+        y = target.reshape(-1, target.shape[-1])
+        total = x.new_zeros(())
+        for stft, win in zip(self.stfts, self.spec.window_lengths, strict=True):
+            _check_length(self.name, x.shape[-1], win)
+            x_mag, y_mag = stft(x), stft(y)
+            if self.spec.log_weight:
+                total = total + self.spec.log_weight * F.l1_loss(
+                    self.log_mag(x_mag), self.log_mag(y_mag)
+                )
+            if self.spec.mag_weight:
+                total = total + self.spec.mag_weight * F.l1_loss(x_mag, y_mag)
+        return total
+
+
+@attrs.frozen(kw_only=True)
+class STFTSpec(LossSpec):
+    """Multi-scale STFT magnitude distance (DAC's MultiScaleSTFTLoss): log10 and linear L1."""
+
+    window_lengths: tuple[int, ...] = param(
+        (2048, 512),
+        doc="FFT/window size per scale (periodic Hann); hop is a quarter",
+        validator=positive_ints(MAX_SAMPLES, max_items=MAX_RESOLUTIONS),
+    )
+    clamp_eps: float = param(1e-5, doc="floor of the magnitude before the log", validator=positive)
+    power: float = param(
+        2.0,
+        doc="exponent of the clamped magnitude before log10 (DAC: 2)",
+        validator=between(0, 8, low_open=True),
+    )
+    log_weight: float = param(
+        1.0, doc="weight of the log-magnitude L1 term", validator=non_negative
+    )
+    mag_weight: float = param(
+        1.0, doc="weight of the linear-magnitude L1 term", validator=non_negative
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if any(w < 4 for w in self.window_lengths):
+            raise ValueError("window_lengths must be at least 4 (the hop is a quarter window)")
+
+    def build(self, ctx: BuildContext) -> nn.Module:
+        return STFTLoss(self)
+
+
 # --- RAVE's multi-scale spectral distance ---------------------------------------------------------
 
 
@@ -360,5 +424,6 @@ def lyra_register_components(registry) -> None:
     registry.add("loss", "multi_resolution_stft", MultiResolutionSTFTSpec)
     registry.add("loss", "mel", MelSpec)
     registry.add("loss", "multiscale_spectral", MultiScaleSpectralSpec)
+    registry.add("loss", "stft", STFTSpec)
     registry.add("loss", "l1", L1Spec)
     registry.add("loss", "term", TermSpec)

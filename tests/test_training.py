@@ -86,7 +86,7 @@ def test_run_directory_records_everything(tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2, 3, 4, 5, 6]
     val = [r for r in records if "val/si_sdr" in r]
-    assert [r["step"] for r in val] == [0, 3, 6] and "val/mr_stft" in val[0]
+    assert [r["step"] for r in val] == [0, 3, 6] and "val/mel_distance" in val[0]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "best.pt",
         "last.pt",
@@ -235,7 +235,7 @@ def test_mlflow_records_the_run(tmp_path, monkeypatch):
         5,
         6,
     ]
-    assert {m.step for m in client.get_metric_history(run.info.run_id, "val/mel")} == {0, 6}
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "val/mel_distance")} == {0, 6}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"spec.json", "versions.json", "validation", "checkpoints"} <= artifacts
 

@@ -1,9 +1,25 @@
-"""The distances every run reports and every inference command prints: MR-STFT, mel, SI-SDR."""
+"""How close a reconstruction is to its reference: the numbers codec papers report.
+
+- `mel_distance`: DAC's `evaluate.py` mel distance, its `MelSpectrogramLoss` at its defaults
+  (windows 2048 and 512, hop a quarter, 150 and 80 Slaney mel bands, L1 of log10 of the clamped
+  squared mel plus L1 of the mel, summed over both scales), computed by the registered `mel` loss.
+- `stft_distance`: DAC's `MultiScaleSTFTLoss` at its defaults (windows 2048 and 512, L1 of log10
+  of the clamped squared magnitude plus L1 of the magnitude); the registered `stft` loss.
+- `si_sdr`: scale-invariant SDR in dB (higher is better).
+- `visqol`: ViSQOL v3 MOS-LQO in audio mode at 48 kHz (1 to 5, higher is better), from the
+  pure-Python `visqol-python` package when it is installed (the `eval` extra).
+
+Lower is better for the distances. Training's validation (`val/NAME`), `lyra reconstruct`,
+`explore` and `lyra evaluate` report them under these names, so a run's charts and an
+evaluation agree.
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,11 +29,18 @@ from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.interfaces import ModelOutput
 from lyra_core.registry import Registry
+from lyra_core.runs.audio import resample
 from lyra_core.runs.model import LoadedModel
 
-# Distances every run reports, computed with the registered losses of these names (at their
-# defaults) and reported under the same names: `val/multi_resolution_stft`, `val/mel`.
-DISTANCES = ("multi_resolution_stft", "mel")
+# The registered losses, and their settings, that are DAC's evaluation distances.
+DISTANCES: dict[str, tuple[str, dict[str, Any]]] = {
+    "mel_distance": (
+        "mel",
+        {"window_lengths": (2048, 512), "n_mels": (150, 80), "power": 2.0, "mag_weight": 1.0},
+    ),
+    "stft_distance": ("stft", {"window_lengths": (2048, 512), "power": 2.0, "mag_weight": 1.0}),
+}
+VISQOL_RATE = 48000  # ViSQOL's audio mode works at 48 kHz
 
 
 def si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -32,32 +55,62 @@ def si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> t
 
 
 def distance_losses(registry: Registry, ctx: BuildContext) -> dict[str, nn.Module]:
-    """The registered losses named in DISTANCES, at their defaults, by name."""
+    """The DISTANCES, built from the registered losses with DAC's settings, by metric name."""
     found = {}
-    for name in DISTANCES:
+    for metric, (name, settings) in DISTANCES.items():
         try:
-            found[name] = registry.get("loss", name).spec().build(ctx)
+            found[metric] = registry.get("loss", name).spec(**settings).build(ctx)
         except LyraError:
             print(
-                f"note: no '{name}' loss is registered; val/{name} is not reported",
-                file=sys.stderr,
+                f"note: no '{name}' loss is registered; {metric} is not reported", file=sys.stderr
             )
     return found
 
 
 def distances(loaded: LoadedModel) -> dict[str, nn.Module]:
-    """The registered MR-STFT and mel distances that validation reports, built for this model."""
+    """The mel and STFT distances, built for this model."""
     ctx = BuildContext(
         registry=loaded.registry, sample_rate=loaded.sample_rate, channels=loaded.channels
     )
     return distance_losses(loaded.registry, ctx)
 
 
+@functools.cache
+def _visqol() -> Callable[[np.ndarray, np.ndarray], float] | None:
+    try:
+        from visqol.api import VisqolApi
+    except ImportError:
+        return None
+    api = VisqolApi()
+    api.create(mode="audio")
+    return lambda ref, deg: float(api.measure_from_arrays(ref, deg, VISQOL_RATE).moslqo)
+
+
+def visqol_available() -> bool:
+    return _visqol() is not None
+
+
+def visqol(recon: np.ndarray, target: np.ndarray, rate: int) -> float:
+    """ViSQOL audio-mode MOS of the channel mean [C, T], both resampled to 48 kHz."""
+    score = _visqol()
+    if score is None:
+        raise LyraError("ViSQOL needs the eval extra: pip install -e '.[eval]'")
+    ref = resample(target.mean(0, keepdims=True), rate, VISQOL_RATE)[0].astype(np.float64)
+    deg = resample(recon.mean(0, keepdims=True), rate, VISQOL_RATE)[0].astype(np.float64)
+    return score(ref, deg)
+
+
 @torch.inference_mode()
 def metrics(
-    recon: torch.Tensor, target: torch.Tensor, losses: dict[str, nn.Module]
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    losses: dict[str, nn.Module],
+    rate: int | None = None,
 ) -> dict[str, float]:
-    """MR-STFT and mel distances (lower is better) and SI-SDR in dB (higher is better)."""
+    """The distances (lower is better), SI-SDR in dB and, given `rate`, ViSQOL (higher is better).
+
+    `recon` and `target` are [B, C, T]; ViSQOL scores the first example.
+    """
     out = ModelOutput(recon, recon.new_zeros(0))
     values: dict[str, float] = {}
     for name, loss in losses.items():
@@ -66,6 +119,8 @@ def metrics(
         except LyraError:  # too short for the largest FFT
             values[name] = float("nan")
     values["si_sdr"] = float(si_sdr(recon, target))
+    if rate is not None:
+        values["visqol"] = visqol(recon[0].cpu().numpy(), target[0].cpu().numpy(), rate)
     return values
 
 

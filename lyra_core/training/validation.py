@@ -1,8 +1,8 @@
-"""Validation: every loss, MR-STFT and mel distances, SI-SDR, plugin metrics, audio examples.
+"""Validation: every loss, the mel and STFT distances, SI-SDR, plugin metrics, audio examples.
 
-Each metric is reported once, as `val/NAME`: a distance (lyra_core.runs.metrics.DISTANCES, at
-the registered loss's defaults, as `lyra reconstruct` computes it) takes the place of a training
-loss of the same name. Audio examples are a few seconds long: consecutive validation segments,
+Each metric is reported once, as `val/NAME`: every training loss, and the distances of
+lyra_core.runs.metrics (`mel_distance`, `stft_distance`, `si_sdr`) as `lyra evaluate` and
+`lyra reconstruct` compute them. Audio examples are a few seconds long: consecutive validation segments,
 each reconstructed as the model sees it in training, played one after another.
 """
 

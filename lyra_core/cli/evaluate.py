@@ -1,0 +1,76 @@
+"""`lyra evaluate`: score a model's reconstructions of real audio, beside simple codecs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from lyra_core.cli.common import add_command, add_run_options, chunking, loaded_model
+from lyra_core.errors import LyraError
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+
+
+def audio_paths(paths: list[str]) -> list[Path]:
+    """The audio files named, and those under the folders named (sorted), checked to exist."""
+    found: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            if not inside:
+                raise LyraError(
+                    f"{path}: no audio files in this folder ({', '.join(AUDIO_SUFFIXES)})"
+                )
+            found += inside
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise LyraError(f"{path}: no such file or folder")
+    return found
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from lyra_core.inference.evaluate import evaluate_files, format_report, write_json
+    from lyra_core.runs.metrics import visqol_available
+
+    paths = audio_paths(args.paths)
+    with_visqol = not args.no_visqol and visqol_available()
+    report = evaluate_files(
+        loaded_model(args),
+        paths,
+        chunking(args),
+        latent_bits=args.latent_bits,
+        with_baselines=args.baselines,
+        with_visqol=with_visqol,
+        out_dir=Path(args.output) if args.output else None,
+    )
+    print(format_report(report))
+    if not with_visqol and not args.no_visqol:
+        print("visqol: not installed (pip install -e '.[eval]' adds it)")
+    if args.json:
+        write_json(report, Path(args.json))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    text = "score reconstructions of audio files (mel, STFT, SI-SDR, ViSQOL) beside baselines"
+    p = add_command(sub, "evaluate", evaluate, help=text)
+    add_run_options(p, audio_out=False)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders of them")
+    p.add_argument("-o", "--output", metavar="DIR", help="write each system's decoded audio here")
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="also μ-law PCM, resampling, Opus and Vorbis at the model's data rate",
+    )
+    p.add_argument(
+        "--latent-bits",
+        type=int,
+        metavar="B",
+        help="a continuous latent is sent at B bits per value (uniform, per dimension and file)",
+    )
+    p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (about 1 s per second)")

@@ -1,0 +1,246 @@
+"""`lyra evaluate`: a model's reconstructions of real audio, scored, beside simple codecs.
+
+For each file the model encodes and decodes (in chunks, as `lyra reconstruct` does); the
+reconstruction is scored with `lyra_core.runs.metrics` (mel and STFT distance as DAC's
+evaluation defines them, SI-SDR, ViSQOL when installed). The report says what the model
+transmits per second:
+
+- a quantizing bottleneck: exactly its codes, Σ over codebooks of frames/s ÷ stride × log2(size);
+- a continuous latent: frames/s × dimensions × bits, at float32, or at `latent_bits` when the
+  latent is uniformly quantized (per file and dimension, over its range) before decoding.
+
+With baselines, the same files go through μ-law PCM and Opus/Vorbis at that bitrate and through
+resampling to as many samples per second as the model sends values, and are scored the same way.
+Encode and decode real-time factors (seconds of compute per second of audio) are measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from lyra_core.errors import LyraError
+from lyra_core.inference.baselines import Baseline, baselines_for, unavailable
+from lyra_core.runs.audio import read_audio
+from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
+from lyra_core.runs.metrics import distances, metrics
+from lyra_core.runs.model import LoadedModel
+
+MODEL = "model"
+MAX_LATENT_BITS = 24
+
+
+@attrs.frozen
+class Transmission:
+    """What the model sends per second of audio."""
+
+    bits_per_second: float
+    values_per_second: float
+    precision: str
+
+
+def codes_per_frame(loaded: LoadedModel) -> list[float]:
+    """Per codebook, codes sent per latent frame (1 / its stride), probed through `quantize`."""
+    quantizer = loaded.quantizer
+    assert quantizer is not None
+    frames = quantizer.frame_multiple
+    probe = torch.zeros(1, _feature_channels(loaded), frames, device=loaded.device)
+    with torch.inference_mode():
+        _, codes, _ = quantizer.quantize(probe)
+    return [c.shape[-1] / frames for c in codes]
+
+
+def _feature_channels(loaded: LoadedModel) -> int:
+    audio = torch.zeros(1, loaded.channels, loaded.hop_length * loaded.frame_multiple)
+    with torch.inference_mode():
+        return int(loaded.model.features(audio.to(loaded.device)).shape[1])
+
+
+def transmission(loaded: LoadedModel, latent_bits: int | None = None) -> Transmission:
+    frames_per_second = loaded.sample_rate / loaded.hop_length
+    quantizer = loaded.quantizer
+    if quantizer is not None:
+        per_frame = codes_per_frame(loaded)
+        bits = math.log2(quantizer.codebook_size)
+        values = frames_per_second * sum(per_frame)
+        what = f"{len(per_frame)} codebook(s) of {quantizer.codebook_size} codes"
+        return Transmission(values * bits, values, what)
+    dims = _latent_dims(loaded)
+    values = dims if loaded.single_vector else frames_per_second * dims
+    bits = latent_bits or 32
+    what = f"{dims}-dim latent, " + (f"{bits}-bit uniform" if latent_bits else "float32")
+    return Transmission(values * bits, values, what)
+
+
+def _latent_dims(loaded: LoadedModel) -> int:
+    audio = torch.zeros(1, loaded.channels, loaded.hop_length * loaded.frame_multiple)
+    with torch.inference_mode():
+        return int(loaded.model.encode(audio.to(loaded.device))[0].shape[1])
+
+
+def quantize_uniform(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Each latent dimension rounded to 2^bits levels over its range in this file."""
+    dims = tuple(d for d in range(z.dim()) if d != 1)
+    lo, hi = z.amin(dim=dims, keepdim=True), z.amax(dim=dims, keepdim=True)
+    step = (hi - lo).clamp_min(1e-12) / (2**bits - 1)
+    return lo + torch.round((z - lo) / step) * step
+
+
+@attrs.define
+class Row:
+    system: str
+    file: str
+    bits_per_second: float
+    metrics: dict[str, float]
+
+
+@attrs.define
+class Report:
+    transmission: Transmission
+    rows: list[Row] = attrs.field(factory=list)
+    notes: dict[str, str] = attrs.field(factory=dict)
+    timing: dict[str, float] = attrs.field(
+        factory=lambda: {"audio": 0.0, "encode": 0.0, "decode": 0.0}
+    )
+
+    def systems(self) -> list[str]:
+        return list(dict.fromkeys(r.system for r in self.rows))
+
+    def means(self, system: str) -> dict[str, float]:
+        rows = [r.metrics for r in self.rows if r.system == system]
+        return {k: float(np.nanmean([m[k] for m in rows])) for k in rows[0]}
+
+    def bitrate(self, system: str) -> float:
+        return float(np.mean([r.bits_per_second for r in self.rows if r.system == system]))
+
+    def real_time_factors(self) -> dict[str, float]:
+        audio = max(self.timing["audio"], 1e-9)
+        return {"encode": self.timing["encode"] / audio, "decode": self.timing["decode"] / audio}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transmission": attrs.asdict(self.transmission),
+            "real_time_factor": self.real_time_factors(),
+            "systems": {
+                s: {
+                    "bits_per_second": self.bitrate(s),
+                    "mean": self.means(s),
+                    "note": self.notes.get(s, ""),
+                }
+                for s in self.systems()
+            },
+            "files": [attrs.asdict(r) for r in self.rows],
+        }
+
+
+def _reconstruct(
+    loaded: LoadedModel,
+    audio: torch.Tensor,
+    chunking: Chunking,
+    latent_bits: int | None,
+    report: Report,
+) -> torch.Tensor:
+    start = time.perf_counter()
+    z = encode_audio(loaded, audio, chunking)
+    middle = time.perf_counter()
+    if latent_bits and loaded.quantizer is None:
+        z = quantize_uniform(z, latent_bits)
+    recon = decode_latent(loaded, z, audio.shape[-1], chunking)
+    report.timing["encode"] += middle - start
+    report.timing["decode"] += time.perf_counter() - middle
+    report.timing["audio"] += audio.shape[-1] / loaded.sample_rate
+    return recon
+
+
+def evaluate_files(
+    loaded: LoadedModel,
+    paths: Sequence[Path],
+    chunking: Chunking,
+    latent_bits: int | None = None,
+    with_baselines: bool = False,
+    with_visqol: bool = False,
+    out_dir: Path | None = None,
+) -> Report:
+    if latent_bits is not None and not 1 <= latent_bits <= MAX_LATENT_BITS:
+        raise LyraError(f"--latent-bits {latent_bits}: give 1 to {MAX_LATENT_BITS}")
+    report = Report(transmission(loaded, latent_bits))
+    built = distances(loaded)
+    rate = loaded.sample_rate
+    for path in paths:
+        audio = torch.from_numpy(read_audio(path, rate, loaded.channels))[None]
+        recon = _reconstruct(loaded, audio, chunking, latent_bits, report)
+        scored = metrics(recon, audio, built, rate if with_visqol else None)
+        report.rows.append(Row(MODEL, str(path), report.transmission.bits_per_second, scored))
+        _write(out_dir, MODEL, path, recon[0].numpy(), rate)
+        if with_baselines:
+            for baseline in _baselines(audio[0].numpy(), rate, report):
+                decoded = torch.from_numpy(baseline.roundtrip(audio[0].numpy()))[None]
+                scored = metrics(decoded, audio, built, rate if with_visqol else None)
+                row = Row(baseline.name, str(path), baseline.bits_per_second, scored)
+                report.rows.append(row)
+                _write(out_dir, baseline.name, path, decoded[0].numpy(), rate)
+    if with_baselines:
+        report.notes |= {n.split(":")[0].lower(): n for n in unavailable()}
+    return report
+
+
+def _baselines(audio: np.ndarray, rate: int, report: Report) -> list[Baseline]:
+    t = report.transmission
+    found = baselines_for(audio, rate, t.bits_per_second, t.values_per_second)
+    report.notes |= {b.name: b.note for b in found}
+    return found
+
+
+def _write(out_dir: Path | None, system: str, source: Path, audio: np.ndarray, rate: int) -> None:
+    if out_dir is None:
+        return
+    import soundfile as sf
+
+    folder = out_dir / system
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / f"{Path(source).stem}.wav", audio.T, rate, subtype="FLOAT")
+
+
+def format_report(report: Report) -> str:
+    """Per file and system, then each system's mean with its bitrate, then real-time factors."""
+    names = list(report.rows[0].metrics) if report.rows else []
+    width = max([len("file"), *(len(Path(r.file).name) for r in report.rows)]) + 2
+    head = f"{'system':<10}{'file':<{width}}{'kbps':>9}" + "".join(f"{n:>15}" for n in names)
+    lines = [head]
+    for r in report.rows:
+        kbps = r.bits_per_second / 1000
+        lines.append(_line(r.system, Path(r.file).name, width, kbps, r.metrics, names))
+    lines.append("")
+    for system in report.systems():
+        kbps = report.bitrate(system) / 1000
+        lines.append(_line(system, "mean", width, kbps, report.means(system), names))
+    rtf = report.real_time_factors()
+    t = report.transmission
+    lines.append(
+        f"\nthe model sends {t.precision}: {t.bits_per_second / 1000:.2f} kbps, "
+        f"{t.values_per_second:.0f} values/s"
+    )
+    lines.append(
+        f"real-time factor on {torch.get_num_threads()} thread(s): "
+        f"encode {rtf['encode']:.3f}, decode {rtf['decode']:.3f} (below 1: faster than real time)"
+    )
+    lines += [f"{s}: {note}" for s, note in report.notes.items() if note]
+    return "\n".join(lines)
+
+
+def _line(system: str, label: str, width: int, kbps: float, values: dict, names: list) -> str:
+    cells = "".join(f"{values[n]:>15.4f}" for n in names)
+    return f"{system:<10}{label:<{width}}{kbps:>9.2f}{cells}"
+
+
+def write_json(report: Report, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
