@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements/reference.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,explore]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,explore,eval]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/reference.txt
 	touch $(STAMP)
 

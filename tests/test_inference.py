@@ -299,7 +299,7 @@ def test_reconstruct_prints_distances_per_file_and_their_mean(run_dir, tmp_path,
     )
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["file", "mr_stft", "mel", "si_sdr"]
+    assert lines[0].split() == ["file", "mel_distance", "stft_distance", "si_sdr"]
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in lines[1:4]}
     low, high, mean = (
         rows[str(tmp_path / "low.wav")],

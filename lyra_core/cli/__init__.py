@@ -23,6 +23,7 @@ from lyra_core.cli import (
     bench,
     components,
     data,
+    evaluate,
     explore,
     inference,
     run,
@@ -34,7 +35,7 @@ from lyra_core.cli.common import EXIT_USER_ERROR, Parser
 from lyra_core.errors import LyraError
 
 # In the order `lyra --help` lists them.
-COMMAND_MODULES = (components, specs, run, summary, data, inference, explore, bench)
+COMMAND_MODULES = (components, specs, run, summary, data, inference, evaluate, explore, bench)
 # Libraries' loggers and the least level of theirs a user sees without --verbose.
 QUIET_LOGGERS = {
     "mlflow": logging.WARNING,

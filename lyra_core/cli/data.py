@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lyra_core.cli import corpus
 from lyra_core.cli.common import add_command, add_set, bounded, output_dir, plugins
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
@@ -127,3 +128,4 @@ def add_parsers(sub: Any) -> None:
         p = actions.add_parser(action, help=text)
         p.add_argument("spec", metavar="SPEC")
         add_set(p)
+    corpus.add_parser(actions)

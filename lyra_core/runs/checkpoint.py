@@ -8,7 +8,6 @@ refuses anything but those plain types.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any

@@ -2,8 +2,8 @@
 
 Each metric is reported once, as `val/NAME`: every training loss, and the distances of
 lyra_core.runs.metrics (`mel_distance`, `stft_distance`, `si_sdr`) as `lyra evaluate` and
-`lyra reconstruct` compute them. Audio examples are a few seconds long: consecutive validation segments,
-each reconstructed as the model sees it in training, played one after another.
+`lyra reconstruct` compute them. Audio examples are a few seconds long: consecutive validation
+segments, each reconstructed as the model sees it in training, played one after another.
 """
 
 from __future__ import annotations
