@@ -235,7 +235,10 @@ def test_mlflow_records_the_run(tmp_path, monkeypatch):
         5,
         6,
     ]
-    assert {m.step for m in client.get_metric_history(run.info.run_id, "val/mel_distance")} == {0, 6}
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "val/mel_distance")} == {
+        0,
+        6,
+    }
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"spec.json", "versions.json", "validation", "checkpoints"} <= artifacts
 
