@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import lyra_core.explore
 from lyra_core.cli import main
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
@@ -373,7 +374,8 @@ def test_bad_uploads_are_one_clear_message(series, tmp_path):
 
 def test_without_gradio_the_command_says_how_to_install_it(monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` raises ImportError
-    monkeypatch.delitem(sys.modules, "lyra_core.explore.explorer.page", raising=False)
+    monkeypatch.delitem(sys.modules, "lyra_core.explore.page", raising=False)
+    monkeypatch.delattr(lyra_core.explore, "page", raising=False)  # `from ... import page`
     assert main(["explore", "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: lyra explore needs Gradio: install with pip install -e '.[explore]'"]
