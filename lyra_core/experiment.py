@@ -33,6 +33,7 @@ from lyra_core.validators import (
 
 MAX_BATCH = 65_536
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_MINUTES = 60.0 * 24 * 365  # a training time budget of at most a year
 
 if TYPE_CHECKING:
     from lyra_core.registry import Registry
@@ -118,6 +119,14 @@ class TrainingSpec:
     """The optimisation loop: steps, optimizer, precision, checkpoints and validation."""
 
     steps: int = param(1000, doc="optimizer steps to train for", validator=size(MAX_COUNT))
+    max_minutes: float | None = param(
+        None,
+        doc="stop cleanly after this many minutes of training, over all resumes (none: no limit)",
+        validator=between(0, MAX_MINUTES, low_open=True),
+    )
+    budget_clock: Literal["wall", "cpu"] = param(
+        "wall", doc="what max_minutes counts: wall-clock time or the process's CPU time"
+    )
     optimizer: OptimizerRef = param(doc="the generator's optimizer")
     scheduler: SchedulerRef | None = param(None, doc="learning-rate scheduler (none: constant)")
     precision: Literal["32", "bf16", "fp16"] = param(

@@ -228,3 +228,25 @@ def test_a_crashed_run_resumes_with_each_step_logged_once(tmp_path):
     logged = records(run)
     assert [r["step"] for r in logged if "train/loss" in r] == list(range(1, 9))
     assert [r["step"] for r in logged if "val/mel_distance" in r] == [0, 8]
+
+
+# -- a time budget --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_a_time_budget_stops_cleanly_and_counts_over_resumes(tmp_path, clock):
+    budget = {"steps": 100_000, "max_minutes": 0.05, "budget_clock": clock, "validate_every": 1000}
+    spec = write_spec(tmp_path, training=budget)
+    run = tmp_path / "run"
+    assert train(load_plugins(), str(spec), run_dir=str(run), device="cpu") == "completed"
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    first = state["step"]
+    assert 0 < first < 100_000 and state["budget_seconds"] >= 0.05 * 60
+    validated = [r["step"] for r in records(run) if "val/si_sdr" in r]
+    assert validated == [0, first]  # the stop step is validated and checkpointed
+    assert "time budget of 0.05" in (run / "log.txt").read_text()
+    # a resume with a larger budget continues from the seconds already spent
+    more = ["training.max_minutes=0.08"]
+    assert train(load_plugins(), resume=str(run), overrides=more, device="cpu") == "completed"
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] > first and 0.08 * 60 <= state["budget_seconds"] < 0.08 * 60 + 30

@@ -33,6 +33,7 @@ from lyra_core.runs.metrics import distance_losses
 from lyra_core.runs.rundir import RunDir
 from lyra_core.runs.tracking import SafeTracker, Tracker
 from lyra_core.training import distributed, validation
+from lyra_core.training.budget import Budget
 from lyra_core.training.data import Position, batch_stream
 from lyra_core.training.distributed import Dist
 from lyra_core.training.phases import Phase, PhaseSchedule
@@ -86,6 +87,7 @@ class Trainer:
         self.discriminator = self._discriminator()
         self._data()
         self.step, self.best, self.nonfinite = 0, None, 0
+        self.budget = Budget(spec.training.max_minutes, spec.training.budget_clock)
         self.progress: Progress | None = None
         self.schedule = PhaseSchedule(spec.training, self._all_loss_names(), self.model, self.say)
         self._start(resume, init)
@@ -164,6 +166,7 @@ class Trainer:
             "data": {"epoch": self.position.epoch, "offset": self.position.offset},
             "best": self.best,
             "nonfinite": self.nonfinite,
+            "budget_seconds": self.budget.seconds(),
             "adversarial": self.discriminator.state_dict() if self.discriminator else None,
             "spec": self.dir.spec_text(),
             "plugins": self.plugins.versions(),
@@ -190,6 +193,7 @@ class Trainer:
         self.aug_gen.set_state(state["augment_rng"])
         self.position = Position(**state["data"])
         self.step, self.best, self.nonfinite = state["step"], state["best"], state["nonfinite"]
+        self.budget.spent = float(state.get("budget_seconds", 0.0))
         if self.discriminator and state["adversarial"]:
             self.discriminator.load_state_dict(state["adversarial"])
 
@@ -265,7 +269,10 @@ class Trainer:
         t = self.spec.training
         if self.step == 0:
             self._log_validation()
+        self.budget.start()  # the first validation is not training time
         while self.step < t.steps:
+            if self._out_of_time():
+                return
             if self.stop_signal:
                 raise Interrupted(self.stop_signal)
             started, self.data_seconds = time.perf_counter(), 0.0
@@ -275,6 +282,18 @@ class Trainer:
                 continue
             self.nonfinite = 0
             self._after_step(values, time.perf_counter() - started)
+
+    def _out_of_time(self) -> bool:
+        """Whether the time budget is spent (every rank agrees); if so, validate the last step."""
+        if self.budget.minutes is None or self.dist.mean(float(self.budget.exhausted())) < 0.5:
+            return False
+        self.say(
+            f"time budget of {self.budget.minutes:g} {self.budget.clock} minute(s) spent at "
+            f"step {self.step}"
+        )
+        if self.step % self.spec.training.validate_every:
+            self._log_validation()
+        return True
 
     def _skipped(self) -> None:
         self.nonfinite += 1
