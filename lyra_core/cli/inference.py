@@ -126,24 +126,33 @@ def import_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: Any) -> None:
+def _output_dir(p: argparse.ArgumentParser, text: str = "folder to write into") -> None:
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir, help=text)
+
+
+def _add_file_commands(sub: Any) -> None:
+    """encode, decode, reconstruct: files in, files out."""
     text = "audio files -> latents (.npy + .json sidecar; .codes.npz too for a quantizer)"
     p = add_command(sub, "encode", encode_command, help=text)
     add_run_options(p, audio_out=False)
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files (any soundfile format)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
+    _output_dir(p)
     text = "latents (.npy) or codes (.codes.npz) -> audio files"
     p = add_command(sub, "decode", decode_command, help=text)
     add_run_options(p)
     p.add_argument(
         "latents", nargs="+", metavar="LATENTS", help=".npy or .codes.npz files (lyra encode)"
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
+    _output_dir(p)
     text = "encode + decode audio files, print distances"
     p = add_command(sub, "reconstruct", reconstruct_command, help=text)
     add_run_options(p)
     p.add_argument("inputs", nargs="+", metavar="IN")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
+    _output_dir(p)
+
+
+def _add_latent_commands(sub: Any) -> None:
+    """sample, interpolate: sounds made in the latent space."""
     p = add_command(sub, "sample", sample_command, help="decode draws from the bottleneck's prior")
     add_run_options(p)
     p.add_argument(
@@ -154,25 +163,21 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--temperature", type=temperature, default=1.0, help="prior scale, 0 to 100 (default: 1)"
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
+    _output_dir(p)
     text = "a path between two files' latents"
     p = add_command(sub, "interpolate", interpolate_command, help=text)
     add_run_options(p)
     p.add_argument("first", metavar="A")
     p.add_argument("second", metavar="B")
-    p.add_argument(
-        "--steps",
-        type=steps,
-        default=5,
-        help=f"points on the path, ends included (2 to {MAX_COUNT:,})",
-    )
-    p.add_argument(
-        "--mode",
-        choices=("auto", "linear", "slerp"),
-        default="auto",
-        help="auto: slerp for variational (Gaussian) latents, else linear",
-    )
-    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output_dir)
+    text = f"points on the path, ends included (2 to {MAX_COUNT:,})"
+    p.add_argument("--steps", type=steps, default=5, help=text)
+    text = "auto: slerp for variational (Gaussian) latents, else linear"
+    p.add_argument("--mode", choices=("auto", "linear", "slerp"), default="auto", help=text)
+    _output_dir(p)
+
+
+def _add_model_commands(sub: Any) -> None:
+    """export, import: a model out of Lyra, a reference codec into it."""
     text = "a self-contained TorchScript (or ONNX) model"
     p = add_command(sub, "export", export_command, help=text)
     add_run_options(p, audio_out=False)
@@ -190,12 +195,11 @@ def add_parsers(sub: Any) -> None:
         help="the reference's checkpoint (file or directory), or 'default' for the installed "
         "package's model with random weights (snac: also '24khz', '32khz')",
     )
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="DIR",
-        type=output_dir,
-        help="run directory to write",
-    )
+    _output_dir(p, "run directory to write")
     p.add_argument("--config", help="JSON object (or file) of the reference's constructor args")
+
+
+def add_parsers(sub: Any) -> None:
+    _add_file_commands(sub)
+    _add_latent_commands(sub)
+    _add_model_commands(sub)

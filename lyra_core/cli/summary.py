@@ -110,74 +110,90 @@ def _stages(model: nn.Module, max_depth: int) -> Iterator[tuple[str, int, nn.Mod
     yield from walk(model, "", 1)
 
 
-def summarize(
-    model: nn.Module, input_shape: tuple[int, ...], max_depth: int = 2, title: str = "model"
-) -> Summary:
-    """Run `model` once on a meta tensor of `input_shape`, recording every stage's output."""
-    order: list[Stage] = []
-    seen: dict[object, Stage] = {}
-    handles = []
+class Recorder:
+    """Records each stage's output while a model runs: forward hooks on the stages' modules,
+    and wrappers around the interface methods that models call instead of `forward`."""
 
-    def stage_for(key: object, name: str, depth: int, params: int) -> Stage:
+    def __init__(self) -> None:
+        self.order: list[Stage] = []
+        self.seen: dict[object, Stage] = {}
+        self.handles: list[Any] = []
+
+    def stage_for(self, key: object, name: str, depth: int, params: int) -> Stage:
         # A stage is listed where it first starts running, so a parent precedes its children.
-        if key not in seen:
-            seen[key] = Stage(name, depth, params)
-            order.append(seen[key])
-        return seen[key]
+        if key not in self.seen:
+            self.seen[key] = Stage(name, depth, params)
+            self.order.append(self.seen[key])
+        return self.seen[key]
 
-    def wrap_method(owner: nn.Module, method: str, name: str, depth: int) -> None:
+    def wrap_method(self, owner: nn.Module, method: str, name: str, depth: int) -> None:
         original: Callable[..., Any] = getattr(owner, method)
 
         @functools.wraps(original)
         def recorded(*args: Any, **kwargs: Any) -> Any:
             label = f"{name}.{method}" if name else method
-            stage = stage_for((id(owner), method), label, depth, 0)
+            stage = self.stage_for((id(owner), method), label, depth, 0)
             result = original(*args, **kwargs)
             stage.output = describe(result)
             return result
 
         setattr(owner, method, recorded)
 
-    def add_hooks(name: str, depth: int, module: nn.Module) -> None:
+    def add_hooks(self, name: str, depth: int, module: nn.Module) -> None:
         def pre(mod: nn.Module, _: Any) -> None:
-            stage_for(id(mod), name, depth, _count(mod))
+            self.stage_for(id(mod), name, depth, _count(mod))
 
         def post(mod: nn.Module, _: Any, output: Any) -> None:
-            seen[id(mod)].output = describe(output)
+            self.seen[id(mod)].output = describe(output)
 
-        handles.append(module.register_forward_pre_hook(pre))
-        handles.append(module.register_forward_hook(post))
+        self.handles.append(module.register_forward_pre_hook(pre))
+        self.handles.append(module.register_forward_hook(post))
 
-    if isinstance(model, AudioModel):
-        for method in ("encode", "decode"):
-            wrap_method(model, method, "", 0)
-    for name, depth, module in _stages(model, max_depth):
-        add_hooks(name, depth, module)
-        for method in STAGE_METHODS:
-            if callable(getattr(type(module), method, None)):
-                wrap_method(module, method, name, depth)
+    def attach(self, model: nn.Module, max_depth: int) -> None:
+        if isinstance(model, AudioModel):
+            for method in ("encode", "decode"):
+                self.wrap_method(model, method, "", 0)
+        for name, depth, module in _stages(model, max_depth):
+            self.add_hooks(name, depth, module)
+            for method in STAGE_METHODS:
+                if callable(getattr(type(module), method, None)):
+                    self.wrap_method(module, method, name, depth)
 
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def run_on_meta(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """(latent or None, output) of one pass over a meta tensor of `input_shape`."""
     x = torch.zeros(input_shape, device="meta")
     try:
         # Shapes only: never compile (a plugin's torch.compile would compile for meta tensors).
         with torch.no_grad(), torch.compiler.set_stance("force_eager"):
             if isinstance(model, AudioModel):
                 latent, _ = model.encode(x)
-                output = model.decode(latent, input_shape[-1])
-            else:
-                latent, output = None, model(x)
+                return latent, model.decode(latent, input_shape[-1])
+            return None, model(x)
     except LyraError:
         raise
     except (RuntimeError, ValueError, IndexError) as exc:
         raise LyraError(f"the model failed on an input {list(input_shape)}: {exc}") from exc
-    finally:
-        for h in handles:
-            h.remove()
 
+
+def summarize(
+    model: nn.Module, input_shape: tuple[int, ...], max_depth: int = 2, title: str = "model"
+) -> Summary:
+    """Run `model` once on a meta tensor of `input_shape`, recording every stage's output."""
+    recorder = Recorder()
+    recorder.attach(model, max_depth)
+    try:
+        latent, output = run_on_meta(model, input_shape)
+    finally:
+        recorder.detach()
     return Summary(
         title=title,
         input_shape=tuple(input_shape),
-        stages=order,
+        stages=recorder.order,
         total_params=_count(model),
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
         latent_shape=describe(latent) if latent is not None else "-",
