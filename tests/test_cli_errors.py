@@ -175,6 +175,12 @@ def test_a_folder_given_as_audio_is_named_as_one(files, capsys, tmp_path):
     assert "is a folder; give audio files" in line
 
 
+def test_a_tracking_store_that_is_not_a_database_is_named(files, capsys, tmp_path):
+    store = f"sqlite:///{files['wav']}"
+    argv = ["encode", files["wav"], "--run", "0" * 32, "--tracking-uri", store, "-o", tmp_path]
+    assert "not a readable MLflow store (file is not a database)" in fails(capsys, *argv)
+
+
 def test_sample_refuses_sizes_that_cannot_fit_before_allocating(files, tmp_path):
     from lyra_core.inference.files import AudioOutput, sample_files
 

@@ -54,11 +54,15 @@ def mlflow_run_dir(run_id: str, tracking_uri: str | None = None) -> Path:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException as exc:
         raise LyraError(f"MLflow run {run_id}: not found in {uri} ({exc.message})") from exc
+    except SQLAlchemyError as exc:  # a file that is not an MLflow database
+        first = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+        raise LyraError(f"--tracking-uri {uri}: not a readable MLflow store ({first})") from None
     run_dir = run.data.tags.get("lyra.run_dir")
     if not run_dir:
         raise LyraError(f"MLflow run {run_id} has no 'lyra.run_dir' tag: not a Lyra training run")
