@@ -309,3 +309,13 @@ def test_summary_explains_why_decoder_output_and_reconstruction_differ(files, ca
         "length: the decoder gives 51 frames x 16 = 816 samples; the reconstruction is that "
         "cropped by 15 samples to the input's 801" in out
     )
+
+
+def test_resume_with_a_spec_or_run_dir_is_refused(files, capsys, tmp_path):
+    """A resume trains its run's own spec in its own folder; naming others would be ignored."""
+    run = make_run(tmp_path / "run", tiny_spec(GAUSSIAN), load_plugins())
+    spec = run / "spec.json"
+    line = fails(capsys, "run", spec, "--resume", run, "--device", "cpu")
+    assert "drop SPEC" in line
+    line = fails(capsys, "run", "--resume", run, "--run-dir", tmp_path / "x", "--device", "cpu")
+    assert "drop --run-dir" in line and not (tmp_path / "x").exists()

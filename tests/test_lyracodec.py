@@ -137,4 +137,4 @@ def test_cli_summary(capsys):
     assert "total parameters: 255,858,050" in out
     assert "input [1, 2, 44100]" in out and "latent: [1, 64, 21]" in out
     assert main(["summary", str(SPEC), "--seconds", "-1"]) == 2
-    assert "--seconds must be positive" in capsys.readouterr().err
+    assert "argument --seconds: -1: expected a value in (0, 86400]" in capsys.readouterr().err

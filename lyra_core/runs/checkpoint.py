@@ -33,8 +33,9 @@ def load(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise LyraError(
-            f"{path}: not a readable Lyra checkpoint ({type(exc).__name__}: {exc})"
+            f"{path}: not a readable Lyra checkpoint ({type(exc).__name__}: {reason})"
         ) from exc
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LyraError(f"{path}: not a Lyra checkpoint (format {FORMAT} expected)")

@@ -51,6 +51,12 @@ def train(
     """
     if init and resume:
         raise LyraError("lyra run: --init starts a new run; --resume continues one: pick one")
+    if resume and (spec_path or run_dir):
+        raise LyraError(
+            "lyra run --resume continues a run with its own spec and directory: drop "
+            + ("SPEC" if spec_path else "--run-dir")
+            + " (change values with --set)"
+        )
     if not resume and spec_path is None:
         raise LyraError("lyra run: give a SPEC file, or --resume RUN_DIR")
     spec, run = _spec_and_run(plugins, spec_path, overrides or [], resume)

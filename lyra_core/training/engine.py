@@ -47,6 +47,9 @@ from lyra_core.training.steps import (
     loss_names,
 )
 
+# What a checkpoint must hold for a resume to continue exactly (lyra import writes weights only).
+RESUME_STATE = ("model", "optimizer", "rng", "augment_rng", "data", "step", "best", "nonfinite")
+
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM arrived; the run stopped at a step boundary after a checkpoint."""
@@ -187,6 +190,12 @@ class Trainer:
             ) from exc
 
     def _restore(self, state: dict[str, Any]) -> None:
+        missing = [key for key in RESUME_STATE if key not in state]
+        if missing:
+            raise LyraError(
+                f"{self.dir.last}: has no {', '.join(missing)} state to resume from (written by "
+                "lyra import or another tool?); start a new run from its weights with --init"
+            )
         self.model.load_state_dict(state["model"])
         self.generator.load_state_dict(state)
         checkpoint.set_rng_state(state["rng"])
