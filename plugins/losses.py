@@ -176,15 +176,42 @@ class MultiResolutionSTFTSpec(LossSpec):
 # --- multi-scale mel (DAC) -----------------------------------------------------------------------
 
 
-class MelLoss(ReconstructionLoss):
-    """Sum over scales of log_weight·L1(log10 mel^power) + mag_weight·L1(mel)."""
+class LogMagnitudeLoss(ReconstructionLoss):
+    """Sum over scales of log_weight·L1(log10 S^power) + mag_weight·L1(S) of magnitude spectra S.
+
+    The spectra are one transform per window length (hop a quarter window); DAC's mel and STFT
+    distances are this with mel or plain magnitude spectrograms.
+    """
+
+    def __init__(self, spec: MelSpec | STFTSpec, spectra: list[nn.Module]):
+        super().__init__()
+        self.spec = spec
+        self.spectra = nn.ModuleList(spectra)
+
+    def log(self, magnitude: torch.Tensor) -> torch.Tensor:
+        return magnitude.clamp_min(self.spec.clamp_eps).pow(self.spec.power).log10()
+
+    def distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x = prediction.reshape(-1, prediction.shape[-1])
+        y = target.reshape(-1, target.shape[-1])
+        total = x.new_zeros(())
+        for spectrum, win in zip(self.spectra, self.spec.window_lengths, strict=True):
+            _check_length(self.name, x.shape[-1], win)
+            x_mag, y_mag = spectrum(x), spectrum(y)
+            if self.spec.log_weight:
+                total = total + self.spec.log_weight * F.l1_loss(self.log(x_mag), self.log(y_mag))
+            if self.spec.mag_weight:
+                total = total + self.spec.mag_weight * F.l1_loss(x_mag, y_mag)
+        return total
+
+
+class MelLoss(LogMagnitudeLoss):
+    """DAC's multi-scale mel distance: Slaney mel spectrograms of magnitude (power 1)."""
 
     name = "mel"
 
     def __init__(self, spec: MelSpec, sample_rate: int):
-        super().__init__()
-        self.spec = spec
-        self.mels = nn.ModuleList(
+        mels = [
             MelSpectrogram(
                 sample_rate,
                 n_fft=win,
@@ -197,25 +224,13 @@ class MelLoss(ReconstructionLoss):
                 mel_scale="slaney",
             )
             for win, n_mels in zip(spec.window_lengths, spec.n_mels, strict=True)
-        )
+        ]
+        super().__init__(spec, mels)
 
-    def log_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        return mel.clamp_min(self.spec.clamp_eps).pow(self.spec.power).log10()
 
-    def distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        x = prediction.reshape(-1, prediction.shape[-1])
-        y = target.reshape(-1, target.shape[-1])
-        total = x.new_zeros(())
-        for mel, win in zip(self.mels, self.spec.window_lengths, strict=True):
-            _check_length(self.name, x.shape[-1], win)
-            x_mel, y_mel = mel(x), mel(y)
-            if self.spec.log_weight:
-                total = total + self.spec.log_weight * F.l1_loss(
-                    self.log_mel(x_mel), self.log_mel(y_mel)
-                )
-            if self.spec.mag_weight:
-                total = total + self.spec.mag_weight * F.l1_loss(x_mel, y_mel)
-        return total
+def _quarter_hops(spec: MelSpec | STFTSpec) -> None:
+    if any(w < 4 for w in spec.window_lengths):
+        raise ValueError("window_lengths must be at least 4 (the hop is a quarter window)")
 
 
 @attrs.frozen(kw_only=True)
@@ -247,8 +262,7 @@ class MelSpec(LossSpec):
 
     def __attrs_post_init__(self) -> None:
         _same_lengths(self, ("window_lengths", "n_mels"))
-        if any(w < 4 for w in self.window_lengths):
-            raise ValueError("window_lengths must be at least 4 (the hop is a quarter window)")
+        _quarter_hops(self)
 
     def build(self, ctx: BuildContext) -> nn.Module:
         nyquist = ctx.sample_rate / 2
@@ -264,35 +278,14 @@ class MelSpec(LossSpec):
 # --- multi-scale STFT magnitude (DAC) ------------------------------------------------------------
 
 
-class STFTLoss(ReconstructionLoss):
-    """Sum over windows of log_weight·L1(log10 |X|^power) + mag_weight·L1(|X|)."""
+class STFTLoss(LogMagnitudeLoss):
+    """DAC's multi-scale STFT distance: magnitude spectrograms (periodic Hann)."""
 
     name = "stft"
 
     def __init__(self, spec: STFTSpec):
-        super().__init__()
-        self.spec = spec
-        self.stfts = nn.ModuleList(
-            Spectrogram(n_fft=w, hop_length=w // 4, power=1.0) for w in spec.window_lengths
-        )
-
-    def log_mag(self, mag: torch.Tensor) -> torch.Tensor:
-        return mag.clamp_min(self.spec.clamp_eps).pow(self.spec.power).log10()
-
-    def distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        x = prediction.reshape(-1, prediction.shape[-1])
-        y = target.reshape(-1, target.shape[-1])
-        total = x.new_zeros(())
-        for stft, win in zip(self.stfts, self.spec.window_lengths, strict=True):
-            _check_length(self.name, x.shape[-1], win)
-            x_mag, y_mag = stft(x), stft(y)
-            if self.spec.log_weight:
-                total = total + self.spec.log_weight * F.l1_loss(
-                    self.log_mag(x_mag), self.log_mag(y_mag)
-                )
-            if self.spec.mag_weight:
-                total = total + self.spec.mag_weight * F.l1_loss(x_mag, y_mag)
-        return total
+        stfts = [Spectrogram(n_fft=w, hop_length=w // 4, power=1.0) for w in spec.window_lengths]
+        super().__init__(spec, stfts)
 
 
 @attrs.frozen(kw_only=True)
@@ -318,8 +311,7 @@ class STFTSpec(LossSpec):
     )
 
     def __attrs_post_init__(self) -> None:
-        if any(w < 4 for w in self.window_lengths):
-            raise ValueError("window_lengths must be at least 4 (the hop is a quarter window)")
+        _quarter_hops(self)
 
     def build(self, ctx: BuildContext) -> nn.Module:
         return STFTLoss(self)

@@ -65,3 +65,14 @@ def tiny_spec() -> dict:
         "model": {"type": "tiny", "activation": {"type": "snake"}},
         "training": {"optimizer": {"type": "adam", "lr": 0.001}, "steps": 5},
     }
+
+
+@pytest.fixture(scope="module")
+def small_and_eager():
+    """Tiny tensors: one intra-op thread avoids OpenMP's overhead on a busy 2-core machine, and
+    eager kernels avoid compiling (for tests about shapes and wiring, not speed)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with torch.compiler.set_stance("force_eager"):
+        yield
+    torch.set_num_threads(threads)

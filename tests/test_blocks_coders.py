@@ -18,15 +18,7 @@ REGISTRY = load_plugins().registry
 CTX = BuildContext(registry=REGISTRY, channels=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def small_and_eager():
-    """Tiny tensors: one intra-op thread avoids OpenMP's overhead on a busy 2-core machine, and
-    eager kernels avoid compiling (these tests are about shapes and wiring, not speed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.compiler.set_stance("force_eager"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_and_eager")
 
 
 def spec(kind: str, name: str, **fields):

@@ -19,8 +19,9 @@ from lyra_core.runs import metrics
 from lyra_core.runs.audio import read_audio
 from lyra_core.runs.model import load_model
 from lyra_core.training import train
-from tests.test_inference import TINY
-from tests.test_losses import slaney_mel_filters
+
+from .test_inference import TINY
+from .test_losses import slaney_mel_filters
 
 # Real recorded speech that alsa-utils ships (.ci/run installs it).
 SPEECH = sorted(Path("/usr/share/sounds/alsa").glob("Front_*.wav"))

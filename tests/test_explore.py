@@ -34,20 +34,9 @@ from lyra_core.plugins import load_plugins
 from lyra_core.runs import checkpoint
 from lyra_core.runs.model import load_model
 
+from .helpers import coder
+
 RATE = 8000
-EAGER_SNAKE = {"type": "snake", "implementation": "eager"}
-
-
-def coder(kind: str) -> dict:
-    block = "encoder_block" if kind == "conv_encoder" else "decoder_block"
-    return {
-        "type": kind,
-        "base_channels": 4,
-        "c_mults": [2],
-        "strides": [4],
-        "activation": EAGER_SNAKE,
-        "block": {"type": block, "activation": EAGER_SNAKE},
-    }
 
 
 def tiny_spec(bottleneck: dict, name: str = "tiny_explore") -> dict:

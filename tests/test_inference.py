@@ -23,21 +23,9 @@ from lyra_core.runs.model import load_model
 from lyra_core.runs.rundir import spec_hash
 from lyra_core.training import train
 
+from .helpers import coder
+
 RATE = 8000
-EAGER_SNAKE = {"type": "snake", "implementation": "eager"}
-
-
-def coder(kind: str, block: str) -> dict:
-    return {
-        "type": kind,
-        "base_channels": 4,
-        "c_mults": [2],
-        "strides": [4],
-        "activation": EAGER_SNAKE,
-        "block": {"type": block, "activation": EAGER_SNAKE},
-    }
-
-
 TINY = {
     "name": "tiny_inference",
     "seed": 1,
@@ -51,9 +39,9 @@ TINY = {
     "model": {
         "type": "autoencoder",
         "filterbank": {"type": "pqmf", "bands": 4},
-        "encoder": {**coder("conv_encoder", "encoder_block"), "weight_norm": True},
+        "encoder": {**coder("conv_encoder"), "weight_norm": True},
         "bottleneck": {"type": "gaussian", "latent_dim": 4},
-        "decoder": coder("conv_decoder", "decoder_block"),
+        "decoder": coder("conv_decoder"),
     },
     "losses": [{"type": "l1"}, {"type": "term", "name": "kl", "weight": 0.01}],
     "training": {

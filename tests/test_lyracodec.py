@@ -35,14 +35,7 @@ SEED_ENCODER = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def small_and_eager():
-    """One intra-op thread (small convs on a busy 2-core machine) and no compiling."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.compiler.set_stance("force_eager"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_and_eager")
 
 
 def seed_001_count(base: int = 128, mults=(1, 2, 4, 8, 16), strides=(2, 4, 4, 8, 8)) -> int:

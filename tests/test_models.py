@@ -37,15 +37,7 @@ class Fold(Filterbank):
         return y.reshape(b, c, self.bands, f).transpose(2, 3).reshape(b, c, f * self.bands)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def small_and_eager():
-    """Tiny tensors: one intra-op thread avoids OpenMP's overhead on a busy 2-core machine, and
-    eager kernels avoid compiling (these tests are about shapes and wiring, not speed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.compiler.set_stance("force_eager"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_and_eager")
 
 
 @attrs.frozen(kw_only=True)

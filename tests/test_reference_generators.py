@@ -34,13 +34,7 @@ TOTALS = {
 UNIT = ("act1", "conv1", "act2", "conv2")  # the references' ResidualUnit.block.0…3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def small_and_eager():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.compiler.set_stance("force_eager"):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("small_and_eager")
 
 
 def spec(name: str):

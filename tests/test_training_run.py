@@ -147,6 +147,9 @@ def test_rates_and_eta_forget_a_slow_first_step():
     assert rates["perf/audio_s_per_s"] == pytest.approx(4.0)
     assert lines[-1].startswith("step 20/1000 loss 1 | 8.00 steps/s 4.0 audio-s/s")
     assert lines[-1].endswith("ETA 2m02s")  # 980 steps at 8/s, not at 20 steps per 182 s
+    progress.time_left = lambda: 45.0  # a time budget ends the run sooner
+    progress.update(30, {"loss": 1.0}, 0.125, 0.0)
+    assert lines[-1].endswith("ETA 0m45s")
 
 
 def test_messages_end_the_status_line_first(capsys):

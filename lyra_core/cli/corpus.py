@@ -41,6 +41,7 @@ import numpy as np
 import soundfile as sf
 
 from lyra_core.errors import LyraError
+from lyra_core.runs.audio import resample
 
 SPLITS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 DOMAINS = ("music", "speech", "sfx")
@@ -188,15 +189,6 @@ def licence_of(package: str, path: str | None = None) -> str:
 # Audio
 
 
-def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target:
-        return audio
-    from scipy.signal import resample_poly
-
-    g = math.gcd(rate, target)
-    return resample_poly(audio, target // g, rate // g, axis=0).astype(np.float32)
-
-
 def trim_silence(audio: np.ndarray, rate: int) -> np.ndarray:
     """Drop leading and trailing audio quieter than SILENCE_DB (a 10 ms margin kept)."""
     loud = np.flatnonzero(np.abs(audio).max(axis=1) > 10 ** (SILENCE_DB / 20))
@@ -224,7 +216,7 @@ def finish(audio: np.ndarray, rate: int, target: int, mono: bool) -> np.ndarray:
         audio = audio[:, None]
     if mono and audio.shape[1] > 1:
         audio = audio.mean(axis=1, keepdims=True)
-    audio = trim_silence(resample(audio, rate, target), target)
+    audio = trim_silence(np.ascontiguousarray(resample(audio.T, rate, target).T), target)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     return audio * (PEAK / peak) if peak > 0 else audio
 

@@ -21,12 +21,13 @@ class Budget:
     clock: Clock = "wall"
     spent: float = 0.0  # seconds trained before this process started
     _started: float | None = None
+    _wall_started: float = 0.0
 
     def _now(self) -> float:
         return time.process_time() if self.clock == "cpu" else time.monotonic()
 
     def start(self) -> None:
-        self._started = self._now()
+        self._started, self._wall_started = self._now(), time.monotonic()
 
     def seconds(self) -> float:
         """Seconds trained so far, this process included."""
@@ -35,3 +36,14 @@ class Budget:
 
     def exhausted(self) -> bool:
         return self.minutes is not None and self.seconds() >= self.minutes * 60
+
+    def wall_seconds_left(self) -> float | None:
+        """Wall-clock seconds until the budget is spent (CPU budgets: at this process's ratio)."""
+        if self.minutes is None or self._started is None:
+            return None
+        left = max(0.0, self.minutes * 60 - self.seconds())
+        if self.clock == "wall":
+            return left
+        wall = time.monotonic() - self._wall_started
+        cpu = self._now() - self._started
+        return left * wall / cpu if cpu > 0 else None

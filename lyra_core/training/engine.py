@@ -359,7 +359,13 @@ class Trainer:
         t, d = self.spec.training, self.spec.data
         audio = d.batch_size * t.accumulate * d.segment_length / d.sample_rate
         return Progress(
-            t.steps, self.step, audio, enabled=self.dist.main, log=self.dir.log, every=t.log_every
+            t.steps,
+            self.step,
+            audio,
+            enabled=self.dist.main,
+            log=self.dir.log,
+            every=t.log_every,
+            time_left=self.budget.wall_seconds_left,
         )
 
     @contextlib.contextmanager

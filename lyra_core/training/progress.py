@@ -42,8 +42,10 @@ class Progress:
         log: Callable[[str], None] | None = None,
         every: int = 10,
         clock: Callable[[], float] = time.perf_counter,
+        time_left: Callable[[], float | None] = lambda: None,
     ):
         self.total, self.start, self.audio_per_step = total, start, audio_per_step
+        self.time_left = time_left  # seconds until a time budget stops the run, if one does
         self.enabled, self.log, self.every, self.clock = enabled, log, every, clock
         self.tty = enabled and sys.stderr.isatty()
         self.marks: deque[tuple[float, int]] = deque([(clock(), start)], maxlen=self.MARKS)
@@ -90,6 +92,8 @@ class Progress:
     def _line(self, step: int, values: dict[str, float]) -> str:
         rates = self.rates()
         eta = (self.total - step) / max(rates["perf/steps_per_s"], 1e-9)
+        budget = self.time_left()
+        eta = eta if budget is None else min(eta, budget)
         losses = " ".join(f"{k} {v:.4g}" for k, v in values.items() if k not in ("lr", "phase"))
         return (
             f"step {step}/{self.total} {losses} | {rates['perf/steps_per_s']:.2f} steps/s "
