@@ -8,7 +8,9 @@ budget continuing the run of the one before. After each budget it scores the hel
 Continuous latents are sent at 8 bits per value (uniform), codes exactly.
 
 Writes RESULTS/results.json, RESULTS/results.md (the table the README shows) and
-RESULTS/mel_distance.png (held-out mel distance against CPU-minutes).
+RESULTS/mel_distance.png (held-out mel distance against CPU-minutes). `--recipes` reruns some
+recipes and keeps the others' saved results; each recipe trains in WORK/runs/NAME (remove it
+to rerun that recipe).
 """
 
 from __future__ import annotations
@@ -182,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (corpus / "manifest.json").is_file():
         build_corpus(corpus)
     folders = domain_folders(corpus, work)
-    results = {name: run_recipe(name, folders, work, args.budgets) for name in args.recipes}
+    saved = out / "results.json"
+    results = json.loads(saved.read_text()) if saved.is_file() else {}  # other recipes stay
+    for name in args.recipes:
+        results[name] = run_recipe(name, folders, work, args.budgets)
+    results = {name: results[name] for name in RECIPES if name in results}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results))
