@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench bench-compare bench-quality schema clean
+.PHONY: venv test lint demo bench bench-compare bench-quality schema clean gpu-check gpu-check-dry gpu-wheels
 
 venv: $(STAMP)
 
@@ -45,6 +45,18 @@ bench-compare: $(STAMP)
 # Held-out quality after 3 and 10 CPU-minutes on the corpus's music (about 40 minutes here).
 bench-quality: $(STAMP)
 	$(BIN)/python -m benchmarks.quality_small_data
+
+# The GPU check (README: GPU check): on the GPU machine with its own python3 and the wheels in
+# .whl/ (`make gpu-wheels` here); `gpu-check-dry` runs it here on the CPU at tiny sizes.
+GPU_CHECK_OUT ?= gpu-check
+gpu-check:
+	$(PYTHON) tools/gpu_check.py $(if $(OUT),,--out $(GPU_CHECK_OUT))
+
+gpu-check-dry: $(STAMP)
+	$(BIN)/python tools/gpu_check.py --dry-run --out $(GPU_CHECK_OUT)
+
+gpu-wheels: $(STAMP)
+	tools/fetch_gpu_wheels.sh
 
 schema: $(STAMP)
 	$(BIN)/lyra schema --builtins-only -o schemas/

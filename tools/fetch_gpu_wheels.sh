@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Downloads, into .whl/ (git-ignored through .git/info/exclude), exactly the wheels that the GPU
+# machine lacks for Lyra: Python 3.12, manylinux x86_64, no network there. The machine already
+# has torch 2.11, torchaudio 2.11, numpy, scipy, matplotlib, pytest and triton; mlflow is not
+# carried (the check's specs use `"tracking": {"type": "none"}` and Lyra imports mlflow lazily).
+# attrs, pluggy and typing-extensions are carried because cattrs and Lyra need releases newer
+# than the machine may have (cattrs: attrs>=25.4, typing-extensions>=4.14; Lyra: pluggy>=1.7).
+# Usage: tools/fetch_gpu_wheels.sh [DIR]     (then `make gpu-check` there, or see README)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DEST="${1:-.whl}"
+PYTHON="${PYTHON:-.venv/bin/python}"
+WHEELS=(
+    attrs==26.1.0
+    cattrs==26.2.1
+    cffi==2.1.1
+    jsonschema==4.26.0
+    jsonschema-specifications==2025.9.1
+    pluggy==1.7.0
+    pycparser==3.12
+    referencing==0.37.0
+    rpds-py==2026.9.1
+    snac==1.2.1
+    soundfile==0.14.0
+    typing-extensions==4.16.0
+)
+PLATFORMS=()
+for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+    manylinux1_x86_64; do
+    PLATFORMS+=(--platform "$p")
+done
+if [ "$DEST" = ".whl" ] && [ -d .git ] && ! grep -qxF '/.whl/' .git/info/exclude 2>/dev/null; then
+    mkdir -p .git/info && echo '/.whl/' >> .git/info/exclude
+fi
+mkdir -p "$DEST"
+rm -f "$DEST"/*.whl  # one version of each: two stop the whole install there
+"$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp "${PLATFORMS[@]}" -d "$DEST" "${WHEELS[@]}"
+ls -1 "$DEST"
+echo "$(ls "$DEST"/*.whl | wc -l) wheels in $DEST ($(du -sh "$DEST" | cut -f1)); check them with:"
+echo "  $PYTHON tools/gpu_check.py --dry-run --out /tmp/gpu-check"
