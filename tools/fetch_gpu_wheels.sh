@@ -36,6 +36,10 @@ mkdir -p "$DEST"
 rm -f "$DEST"/*.whl  # one version of each: two stop the whole install there
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${PLATFORMS[@]}" -d "$DEST" "${WHEELS[@]}"
-ls -1 "$DEST"
+# Lyra itself, for when the GPU machine cannot build it from the checkout (the check builds
+# from the checkout first, so this copy is only a fallback and may lag behind).
+rm -rf "$DEST/lyra" && mkdir -p "$DEST/lyra"
+"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w "$DEST/lyra" .
+ls -1 "$DEST" "$DEST/lyra"
 echo "$(ls "$DEST"/*.whl | wc -l) wheels in $DEST ($(du -sh "$DEST" | cut -f1)); check them with:"
 echo "  $PYTHON tools/gpu_check.py --dry-run --out /tmp/gpu-check"

@@ -187,22 +187,38 @@ def install(cfg: Config) -> dict[str, Any]:
     # 3.12 into their own folder; Lyra goes alone into the folder this interpreter imports.
     wheel_site = cfg.work / "site312" if cfg.dry_run else site
     cross = CROSS if cfg.dry_run else []
-    steps = [
-        [*PIP, "--target", str(wheel_site), *cross, *map(str, wheels)],
-        [*PIP, "--no-build-isolation", "--target", str(site), str(source_copy(cfg.work))],
-    ]
-    for step in steps:
-        code, output = run_command([sys.executable, *step], 120, cfg.env)
-        if code != 0:
-            return {"status": "failed", "error": f"pip: {output[-1500:]}"}
+    step = [*PIP, "--target", str(wheel_site), *cross, *map(str, wheels)]
+    code, output = run_command([sys.executable, *step], 120, cfg.env)
+    if code != 0:
+        return {"status": "failed", "error": f"pip (wheels): {output[-1500:]}"}
+    lyra = install_lyra(cfg, site)
+    if lyra.startswith("failed"):
+        return {"status": "failed", "error": lyra}
     cfg.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), cfg.env.get("PYTHONPATH")]))
-    result = {"wheels": [w.name for w in wheels], "target": str(site)}
+    result = {"wheels": [w.name for w in wheels], "target": str(site), "lyra": lyra}
     result["uncovered"] = uncovered_requirements(wheels)
     result |= import_check(cfg)
     ok = not result["uncovered"] and result.get("imports") == "ok"
     ok = ok and not result.get("failed_plugins") and not result.get("mlflow_imported")
     ok = ok and not result.get("unsatisfied")
     return {"status": "ok" if ok else "failed", **result}
+
+
+def install_lyra(cfg: Config, site: Path) -> str:
+    """Lyra built from the checkout into `site`; else the wheel fetched beside the others."""
+    build = [*PIP, "--no-build-isolation", "--target", str(site), str(source_copy(cfg.work))]
+    code, output = run_command([sys.executable, *build], 180, cfg.env)
+    if code == 0:
+        return "built from the checkout"
+    fallback = sorted((WHEELS / "lyra").glob("lyra_audio-*.whl"))
+    if not fallback:
+        return f"failed: pip (Lyra): {output[-1500:]}"
+    code, again = run_command(
+        [sys.executable, *PIP, "--target", str(site), str(fallback[-1])], 120, cfg.env
+    )
+    if code != 0:
+        return f"failed: pip (Lyra, and its fetched wheel): {output[-800:]} / {again[-700:]}"
+    return f"from {fallback[-1].name}: building from the checkout failed: {output[-300:]}"
 
 
 def source_copy(work: Path) -> Path:
