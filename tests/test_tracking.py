@@ -108,8 +108,13 @@ MLflowTracker(sys.argv[1], "e", timeout=3).start("tiny", {})
 def test_mlflow_table_creation_lines_follow_the_logger_levels(tmp_path, level):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = textwrap.dedent(QUIET_START)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"}  # lyra's CLI sets it
     out = subprocess.run(
-        [sys.executable, "-c", code, uri, level], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, uri, level],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert out.returncode == 0, out.stderr
     assert ("Creating initial MLflow database tables" in out.stderr) == (level == "default")
