@@ -8,8 +8,7 @@ from typing import Any
 
 from lyra_core.cli.common import add_command, add_run_options, chunking, loaded_model
 from lyra_core.errors import LyraError
-
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+from lyra_core.runs.audio import AUDIO_EXTENSIONS
 
 
 def audio_paths(paths: list[str]) -> list[Path]:
@@ -18,10 +17,10 @@ def audio_paths(paths: list[str]) -> list[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
             if not inside:
                 raise LyraError(
-                    f"{path}: no audio files in this folder ({', '.join(AUDIO_SUFFIXES)})"
+                    f"{path}: no audio files in this folder ({', '.join(AUDIO_EXTENSIONS)})"
                 )
             found += inside
         elif path.is_file():

@@ -31,14 +31,13 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.runs.atomic import atomic_write
-from lyra_core.runs.audio import BIT_DEPTHS, read_audio, write_audio
+from lyra_core.runs.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, read_audio, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, slerp
 from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
 
 SLIDER_RANGE = 3.0  # sliders run over ±3 standard deviations
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 EXPORT_FORMATS = ("wav", "flac")
 MAX_PCA_ROWS = 200_000
 
@@ -323,7 +322,7 @@ def example_files(run_dir: Path, extra: Path | None = None, limit: int = 200) ->
         if not extra.is_dir():
             raise LyraError(f"--examples {extra}: not a directory")
         found += sorted(
-            p for p in extra.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+            p for p in extra.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
         )
     return found[:limit]
 

@@ -29,7 +29,7 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.inference.baselines import Baseline, baselines_for, unavailable
-from lyra_core.runs.audio import read_audio
+from lyra_core.runs.audio import read_audio, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
 from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
@@ -73,17 +73,11 @@ def transmission(loaded: LoadedModel, latent_bits: int | None = None) -> Transmi
         values = frames_per_second * sum(per_frame)
         what = f"{len(per_frame)} codebook(s) of {quantizer.codebook_size} codes"
         return Transmission(values * bits, values, what)
-    dims = _latent_dims(loaded)
+    dims = loaded.latent_channels
     values = dims if loaded.single_vector else frames_per_second * dims
     bits = latent_bits or 32
     what = f"{dims}-dim latent, " + (f"{bits}-bit uniform" if latent_bits else "float32")
     return Transmission(values * bits, values, what)
-
-
-def _latent_dims(loaded: LoadedModel) -> int:
-    audio = torch.zeros(1, loaded.channels, loaded.hop_length * loaded.frame_multiple)
-    with torch.inference_mode():
-        return int(loaded.model.encode(audio.to(loaded.device))[0].shape[1])
 
 
 def quantize_uniform(z: torch.Tensor, bits: int) -> torch.Tensor:
@@ -200,13 +194,8 @@ def _baselines(audio: np.ndarray, rate: int, report: Report) -> list[Baseline]:
 
 
 def _write(out_dir: Path | None, system: str, source: Path, audio: np.ndarray, rate: int) -> None:
-    if out_dir is None:
-        return
-    import soundfile as sf
-
-    folder = out_dir / system
-    folder.mkdir(parents=True, exist_ok=True)
-    sf.write(folder / f"{Path(source).stem}.wav", audio.T, rate, subtype="FLOAT")
+    if out_dir is not None:
+        write_audio(out_dir / system / f"{Path(source).stem}.wav", audio, rate, bits="float")
 
 
 def format_report(report: Report) -> str:

@@ -46,6 +46,10 @@ RESAMPLE = {
 }
 
 
+# What Lyra reads as audio: datasets, `explore` and `evaluate` folders (matched case-insensitively).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc")
+
+
 def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     """[C, T] float32 at `rate` -> [C, T'] at `target`."""
     if rate == target:

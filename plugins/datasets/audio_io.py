@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lyra_core.runs.audio import AudioReadError, convert_channels, decode, resample
+from lyra_core.runs.audio import (
+    AUDIO_EXTENSIONS,
+    AudioReadError,
+    convert_channels,
+    decode,
+    resample,
+)
 
 __all__ = ["AUDIO_EXTENSIONS", "AudioReadError", "convert_channels", "decode", "load", "resample"]
-
-# Extensions that `audio_folder` looks for (lower case, matched case-insensitively).
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc")
 
 
 def load(path: Path, sample_rate: int, channels: int) -> np.ndarray:
