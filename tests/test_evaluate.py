@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from lyra_core.cli import main
@@ -185,3 +186,55 @@ def test_evaluate_mistakes_are_one_line(run_dirs, args, message, capsys):
     assert main(["evaluate", "--run", str(run_dirs["gaussian"]), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_stoi_and_pesq_rank_a_clean_copy_above_a_noisy_one():
+    pytest.importorskip("pesq", reason="the eval extra: pip install -e '.[eval]'")
+    audio = read_audio(SPEECH[0], 16000, 1)
+    noisy = audio + 0.05 * np.random.default_rng(0).standard_normal(audio.shape).astype("float32")
+    clean, degraded = (
+        metrics.speech_scores(audio, audio, 16000),
+        metrics.speech_scores(noisy, audio, 16000),
+    )
+    assert clean["stoi"] == pytest.approx(1.0, abs=1e-3)
+    assert 0 < degraded["stoi"] < clean["stoi"]
+    assert clean["pesq"] > 4.4 and 1 <= degraded["pesq"] < clean["pesq"] - 1
+
+
+def test_evaluate_skips_unreadable_files_and_lists_conversions(run_dirs, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "speech.wav").write_bytes(SPEECH[0].read_bytes())  # 48 kHz mono
+    stereo = np.stack([read_audio(SPEECH[1], 8000, 1)[0]] * 2, axis=1)
+    sf.write(folder / "stereo.flac", stereo, 8000)  # the model's rate, two channels
+    (folder / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    (folder / "empty.ogg").write_bytes(b"")
+    report_file = tmp_path / "report.json"
+    args = ["evaluate", "--run", str(run_dirs["gaussian"]), str(folder), "--no-visqol"]
+    assert main([*args, "--speech", "--json", str(report_file)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped" in printed and "broken.wav" in printed and "empty.ogg" in printed
+    report = json.loads(report_file.read_text())
+    assert {Path(f).name for f in report["skipped"]} == {"broken.wav", "empty.ogg"}
+    assert {Path(f).name: v for f, v in report["converted"].items()} == {
+        "speech.wav": "48000 Hz, 1 channel -> 8000 Hz, 1 channel",
+        "stereo.flac": "8000 Hz, 2 channels -> 8000 Hz, 1 channel",
+    }
+    assert {Path(r["file"]).name for r in report["files"]} == {"speech.wav", "stereo.flac"}
+    assert set(report["systems"]["model"]["mean"]) >= {"stoi", "pesq"}
+
+
+def test_evaluate_refuses_when_no_file_is_readable(run_dirs, tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really a wave file")
+    assert main(["evaluate", "--run", str(run_dirs["gaussian"]), str(broken), "--no-visqol"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 1 file(s) could be read" in err and "broken.wav" in err
+    assert "Traceback" not in err
+
+
+def test_evaluating_a_run_without_checkpoints_is_one_error(run_dirs, tmp_path, capsys):
+    (tmp_path / "spec.json").write_text((run_dirs["gaussian"] / "spec.json").read_text())
+    assert main(["evaluate", "--run", str(tmp_path), str(SPEECH[0]), "--no-visqol"]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoint yet" in err and "Traceback" not in err

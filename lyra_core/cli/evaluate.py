@@ -32,10 +32,12 @@ def audio_paths(paths: list[str]) -> list[Path]:
 
 def evaluate(args: argparse.Namespace) -> int:
     from lyra_core.inference.evaluate import evaluate_files, format_report, write_json
-    from lyra_core.runs.metrics import visqol_available
+    from lyra_core.runs.metrics import speech_available, visqol_available
 
     paths = audio_paths(args.paths)
     with_visqol = not args.no_visqol and visqol_available()
+    if args.speech and not speech_available():
+        raise LyraError("--speech: STOI and PESQ need the eval extra: pip install -e '.[eval]'")
     report = evaluate_files(
         loaded_model(args),
         paths,
@@ -43,6 +45,7 @@ def evaluate(args: argparse.Namespace) -> int:
         latent_bits=args.latent_bits,
         with_baselines=args.baselines,
         with_visqol=with_visqol,
+        with_speech=args.speech,
         out_dir=Path(args.output) if args.output else None,
     )
     print(format_report(report))
@@ -56,7 +59,11 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     text = "score reconstructions of audio files (mel, STFT, SI-SDR, ViSQOL) beside baselines"
-    p = add_command(sub, "evaluate", evaluate, help=text)
+    about = (
+        f"{text}. Files that cannot be read are named and skipped; files at another sample "
+        "rate or channel count than the model's are converted as for training and listed."
+    )
+    p = add_command(sub, "evaluate", evaluate, help=text, description=about)
     add_run_options(p, audio_out=False)
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders of them")
     p.add_argument("-o", "--output", metavar="DIR", help="write each system's decoded audio here")
@@ -73,3 +80,6 @@ def add_parsers(sub: Any) -> None:
         help="a continuous latent is sent at B bits per value (uniform, per dimension and file)",
     )
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (about 1 s per second)")
+    p.add_argument(
+        "--speech", action="store_true", help="also STOI and wideband PESQ (for speech recordings)"
+    )

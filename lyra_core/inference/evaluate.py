@@ -12,6 +12,11 @@ transmits per second:
 With baselines, the same files go through μ-law PCM and Opus/Vorbis at that bitrate and through
 resampling to as many samples per second as the model sends values, and are scored the same way.
 Encode and decode real-time factors (seconds of compute per second of audio) are measured here.
+
+Files that cannot be read are named and skipped. A file at another sample rate or channel count
+than the model's is converted as training converts it (`lyra_core.runs.audio`: band-limited
+resampling; the channel mean for mono, a mono file copied to every channel, 5.1 downmixed) and
+the report lists the conversions.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.inference.baselines import Baseline, baselines_for, unavailable
-from lyra_core.runs.audio import read_audio, write_audio
+from lyra_core.runs.audio import read_audio_source, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
 from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
@@ -101,6 +106,8 @@ class Report:
     transmission: Transmission
     rows: list[Row] = attrs.field(factory=list)
     notes: dict[str, str] = attrs.field(factory=dict)
+    skipped: dict[str, str] = attrs.field(factory=dict)  # file -> why it could not be read
+    converted: dict[str, str] = attrs.field(factory=dict)  # file -> its own rate and channels
     timing: dict[str, float] = attrs.field(
         factory=lambda: {"audio": 0.0, "encode": 0.0, "decode": 0.0}
     )
@@ -132,6 +139,8 @@ class Report:
                 for s in self.systems()
             },
             "files": [attrs.asdict(r) for r in self.rows],
+            "skipped": self.skipped,
+            "converted": self.converted,
         }
 
 
@@ -154,6 +163,19 @@ def _reconstruct(
     return recon
 
 
+@attrs.frozen
+class Scoring:
+    """What to measure on each file."""
+
+    losses: dict[str, torch.nn.Module]
+    rate: int
+    with_visqol: bool = False
+    with_speech: bool = False
+
+    def __call__(self, decoded: torch.Tensor, audio: torch.Tensor) -> dict[str, float]:
+        return metrics(decoded, audio, self.losses, self.rate, self.with_visqol, self.with_speech)
+
+
 def evaluate_files(
     loaded: LoadedModel,
     paths: Sequence[Path],
@@ -161,29 +183,59 @@ def evaluate_files(
     latent_bits: int | None = None,
     with_baselines: bool = False,
     with_visqol: bool = False,
+    with_speech: bool = False,
     out_dir: Path | None = None,
 ) -> Report:
     if latent_bits is not None and not 1 <= latent_bits <= MAX_LATENT_BITS:
         raise LyraError(f"--latent-bits {latent_bits}: give 1 to {MAX_LATENT_BITS}")
     report = Report(transmission(loaded, latent_bits))
-    built = distances(loaded)
-    rate = loaded.sample_rate
+    score = Scoring(distances(loaded), loaded.sample_rate, with_visqol, with_speech)
     for path in paths:
-        audio = torch.from_numpy(read_audio(path, rate, loaded.channels))[None]
+        audio = _read(loaded, path, report)
+        if audio is None:
+            continue
         recon = _reconstruct(loaded, audio, chunking, latent_bits, report)
-        scored = metrics(recon, audio, built, rate if with_visqol else None)
-        report.rows.append(Row(MODEL, str(path), report.transmission.bits_per_second, scored))
-        _write(out_dir, MODEL, path, recon[0].numpy(), rate)
+        report.rows.append(
+            Row(MODEL, str(path), report.transmission.bits_per_second, score(recon, audio))
+        )
+        _write(out_dir, MODEL, path, recon[0].numpy(), loaded.sample_rate)
         if with_baselines:
-            for baseline in _baselines(audio[0].numpy(), rate, report):
-                decoded = torch.from_numpy(baseline.roundtrip(audio[0].numpy()))[None]
-                scored = metrics(decoded, audio, built, rate if with_visqol else None)
-                row = Row(baseline.name, str(path), baseline.bits_per_second, scored)
-                report.rows.append(row)
-                _write(out_dir, baseline.name, path, decoded[0].numpy(), rate)
+            _score_baselines(audio, path, score, report, out_dir)
+    if not report.rows:
+        raise LyraError(
+            f"none of the {len(paths)} file(s) could be read: {next(iter(report.skipped.values()))}"
+        )
     if with_baselines:
         report.notes |= {n.split(":")[0].lower(): n for n in unavailable()}
     return report
+
+
+def _read(loaded: LoadedModel, path: Path, report: Report) -> torch.Tensor | None:
+    """The file as the model hears it, [1, C, T]; None (and the reason noted) if unreadable."""
+    try:
+        audio, rate, channels = read_audio_source(path, loaded.sample_rate, loaded.channels)
+    except LyraError as exc:
+        report.skipped[str(path)] = str(exc)
+        return None
+    model = (loaded.sample_rate, loaded.channels)
+    if (rate, channels) != model:
+        report.converted[str(path)] = f"{_format(rate, channels)} -> {_format(*model)}"
+    return torch.from_numpy(audio)[None]
+
+
+def _format(rate: int, channels: int) -> str:
+    return f"{rate} Hz, {channels} channel{'s' if channels > 1 else ''}"
+
+
+def _score_baselines(
+    audio: torch.Tensor, path: Path, score: Scoring, report: Report, out_dir: Path | None
+) -> None:
+    samples = audio[0].numpy()
+    for baseline in _baselines(samples, score.rate, report):
+        decoded = torch.from_numpy(baseline.roundtrip(samples))[None]
+        row = Row(baseline.name, str(path), baseline.bits_per_second, score(decoded, audio))
+        report.rows.append(row)
+        _write(out_dir, baseline.name, path, decoded[0].numpy(), score.rate)
 
 
 def _baselines(audio: np.ndarray, rate: int, report: Report) -> list[Baseline]:
@@ -222,7 +274,15 @@ def format_report(report: Report) -> str:
         f"encode {rtf['encode']:.3f}, decode {rtf['decode']:.3f} (below 1: faster than real time)"
     )
     lines += [f"{s}: {note}" for s, note in report.notes.items() if note]
-    return "\n".join(lines)
+    return "\n".join(lines + _input_notes(report))
+
+
+def _input_notes(report: Report) -> list[str]:
+    lines = [f"skipped {reason}" for reason in report.skipped.values()]
+    if report.converted:
+        lines.append("converted as training converts (resampled, channels mapped):")
+        lines += [f"  {Path(f).name}: {what}" for f, what in report.converted.items()]
+    return lines
 
 
 def _line(system: str, label: str, width: int, kbps: float, values: dict, names: list) -> str:

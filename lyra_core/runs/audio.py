@@ -123,6 +123,13 @@ def convert_channels(data: np.ndarray, channels: int) -> np.ndarray:
 
 def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
     """The file as float32 [channels, T] at `sample_rate`; a LyraError if it cannot be used."""
+    return read_audio_source(path, sample_rate, channels)[0]
+
+
+def read_audio_source(
+    path: str | Path, sample_rate: int, channels: int
+) -> tuple[np.ndarray, int, int]:
+    """As `read_audio`, with the file's own sample rate and channel count."""
     path = Path(path)
     if path.is_dir():
         raise LyraError(f"{path}: is a folder; give audio files (e.g. {path / '*.wav'})")
@@ -133,7 +140,7 @@ def read_audio(path: str | Path, sample_rate: int, channels: int) -> np.ndarray:
         audio = resample(convert_channels(data, channels), rate, sample_rate)
     except AudioReadError as exc:
         raise LyraError(f"{path}: {exc}") from exc
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.ascontiguousarray(audio, dtype=np.float32), rate, data.shape[1]
 
 
 def make_folder(path: Path) -> Path:

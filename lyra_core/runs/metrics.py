@@ -8,6 +8,9 @@
 - `si_sdr`: scale-invariant SDR in dB (higher is better).
 - `visqol`: ViSQOL v3 MOS-LQO in audio mode at 48 kHz (1 to 5, higher is better), from the
   pure-Python `visqol-python` package when it is installed (the `eval` extra).
+- `stoi`: short-time objective intelligibility (0 to 1) from `pystoi`, for speech.
+- `pesq`: wideband PESQ (ITU-T P.862.2, MOS-LQO about 1 to 4.6) at 16 kHz from `pesq`, for speech;
+  NaN where it finds no utterance (silence, or no speech).
 
 Lower is better for the distances. Training's validation (`val/NAME`), `lyra reconstruct`,
 `explore` and `lyra evaluate` report them under these names, so a run's charts and an
@@ -41,6 +44,8 @@ DISTANCES: dict[str, tuple[str, dict[str, Any]]] = {
     "stft_distance": ("stft", {"window_lengths": (2048, 512), "power": 2.0, "mag_weight": 1.0}),
 }
 VISQOL_RATE = 48000  # ViSQOL's audio mode works at 48 kHz
+PESQ_RATE = 16000  # wideband PESQ works at 16 kHz
+SPEECH_METRICS = ("stoi", "pesq")
 
 
 def si_sdr(estimate: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -100,16 +105,46 @@ def visqol(recon: np.ndarray, target: np.ndarray, rate: int) -> float:
     return score(ref, deg)
 
 
+def speech_available() -> bool:
+    try:
+        import pesq  # noqa: F401
+        import pystoi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def speech_scores(recon: np.ndarray, target: np.ndarray, rate: int) -> dict[str, float]:
+    """STOI and wideband PESQ of the channel means of [C, T] arrays."""
+    if not speech_available():
+        raise LyraError("STOI and PESQ need the eval extra: pip install -e '.[eval]'")
+    from pesq import PesqError, pesq
+    from pystoi import stoi
+
+    ref, deg = target.mean(0).astype(np.float64), recon.mean(0).astype(np.float64)
+    scores = {"stoi": float(stoi(ref, deg, rate))}
+    ref16 = resample(target.mean(0, keepdims=True), rate, PESQ_RATE)[0].astype(np.float64)
+    deg16 = resample(recon.mean(0, keepdims=True), rate, PESQ_RATE)[0].astype(np.float64)
+    try:
+        scores["pesq"] = float(pesq(PESQ_RATE, ref16, deg16, "wb"))
+    except PesqError:  # no utterance found
+        scores["pesq"] = float("nan")
+    return scores
+
+
 @torch.inference_mode()
 def metrics(
     recon: torch.Tensor,
     target: torch.Tensor,
     losses: dict[str, nn.Module],
-    rate: int | None = None,
+    rate: int = 0,
+    with_visqol: bool = False,
+    with_speech: bool = False,
 ) -> dict[str, float]:
-    """The distances (lower is better), SI-SDR in dB and, given `rate`, ViSQOL (higher is better).
+    """The distances (lower is better), SI-SDR in dB and, of audio at sample `rate`, ViSQOL and
+    STOI and PESQ when asked for (higher is better).
 
-    `recon` and `target` are [B, C, T]; ViSQOL scores the first example.
+    `recon` and `target` are [B, C, T]; ViSQOL, STOI and PESQ score the first example.
     """
     out = ModelOutput(recon, recon.new_zeros(0))
     values: dict[str, float] = {}
@@ -119,8 +154,11 @@ def metrics(
         except LyraError:  # too short for the largest FFT
             values[name] = float("nan")
     values["si_sdr"] = float(si_sdr(recon, target))
-    if rate is not None:
-        values["visqol"] = visqol(recon[0].cpu().numpy(), target[0].cpu().numpy(), rate)
+    first, reference = recon[0].cpu().numpy(), target[0].cpu().numpy()
+    if with_visqol:
+        values["visqol"] = visqol(first, reference, rate)
+    if with_speech:
+        values |= speech_scores(first, reference, rate)
     return values
 
 
