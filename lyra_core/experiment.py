@@ -115,6 +115,31 @@ def _phases_in_order(_: object, __: attrs.Attribute, phases: tuple) -> None:
 
 
 @attrs.frozen(kw_only=True)
+class EmaSpec:
+    """An exponential moving average of the model's weights: what validation, the 'best'
+    checkpoint, inference and export use (`--weights raw` gives the trained weights)."""
+
+    decay: float = param(
+        0.999,
+        doc="how much of the average each update keeps (0 to 1, open): "
+        "average = decay * average + (1 - decay) * weights",
+        validator=between(0, 1, low_open=True, high_open=True),
+    )
+    start: int = param(
+        0,
+        doc="the optimizer step averaging begins at; up to and at it the average is a copy "
+        "of the weights",
+        validator=size(MAX_COUNT, minimum=0),
+    )
+    every: int = param(
+        1,
+        doc="after `start`, update the average every k-th optimizer step (start + k, "
+        "start + 2k, ...)",
+        validator=size(MAX_COUNT),
+    )
+
+
+@attrs.frozen(kw_only=True)
 class TrainingSpec:
     """The optimisation loop: steps, optimizer, precision, checkpoints and validation."""
 
@@ -139,6 +164,9 @@ class TrainingSpec:
     )
     accumulate: int = param(1, doc="batches per optimizer step", validator=size(MAX_BATCH))
     compile: bool = param(False, doc="run the model through torch.compile")
+    ema: EmaSpec | None = param(
+        None, doc="keep a moving average of the weights (none: use the trained weights)"
+    )
     checkpoint_every: int = param(
         500, doc="steps between 'last' checkpoints", validator=size(MAX_COUNT)
     )

@@ -136,6 +136,12 @@ def add_run_options(p: argparse.ArgumentParser, audio_out: bool = True) -> None:
     p.add_argument("--run", required=True, help="run directory, checkpoint file or MLflow run id")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda")
     p.add_argument(
+        "--weights",
+        choices=("ema", "raw"),
+        help="ema: the weights' moving average (training.ema); raw: the trained weights "
+        "(default: ema when the run kept one, else raw)",
+    )
+    p.add_argument(
         "--tracking-uri", help="MLflow store for a run id (default: $MLFLOW_TRACKING_URI)"
     )
     p.add_argument(
@@ -157,7 +163,7 @@ def add_run_options(p: argparse.ArgumentParser, audio_out: bool = True) -> None:
 def loaded_model(args: argparse.Namespace):  # -> lyra_core.runs.model.LoadedModel
     from lyra_core.runs.model import load_model
 
-    return load_model(args.run, plugins(args), args.device, args.tracking_uri)
+    return load_model(args.run, plugins(args), args.device, args.tracking_uri, args.weights)
 
 
 def chunking(args: argparse.Namespace):  # -> lyra_core.runs.chunking.Chunking

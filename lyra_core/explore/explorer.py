@@ -60,6 +60,7 @@ def checkpoint_key(loaded: LoadedModel) -> str:
             "mtime_ns": stat.st_mtime_ns,
             "step": loaded.step,
             "spec_hash": loaded.spec_hash,
+            "weights": loaded.weights,
         },
         sort_keys=True,
     )

@@ -4,6 +4,9 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts, saved with
 a temporary file in the same folder, fsynced, then renamed over the target: a crash while saving
 leaves the previous file intact. It is read back with `torch.load(weights_only=True)`, which
 refuses anything but those plain types.
+
+The model's weights are under `model`; a run that kept a moving average of them
+(`training.ema`) also has it under `ema`, a state dict with the same keys (None otherwise).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from lyra_core.errors import LyraError
 from lyra_core.runs.atomic import atomic_write
 
 FORMAT = 1
+EMA = "ema"  # the key of the weights' moving average
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:

@@ -6,6 +6,8 @@ or an MLflow run id (the run's `lyra.run_dir` tag). The checkpoint is read with
 built, and a component that no loaded plugin provides is reported with the plugins the run was
 trained with that are missing now.
 
+A run trained with `training.ema` is loaded with its weights' moving average (the checkpoint's
+`ema`) unless `weights="raw"` asks for the trained weights; `describe()` says which it holds.
 For inference the model is put in eval mode, its parametrizations (weight norm) are folded into
 plain weights, and modules that offer an eager `implementation` (Snake) use it: the fused Snake's
 first call compiles for tens of seconds and is no faster without gradients.
@@ -38,6 +40,7 @@ from lyra_core.runs.rundir import spec_hash
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the `mlflow` tracker's default store
 MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
+WEIGHTS = ("ema", "raw")  # the moving average (training.ema), the trained weights
 
 
 # -- finding and loading -----------------------------------------------------------------------
@@ -132,6 +135,7 @@ class LoadedModel:
     step: int
     device: torch.device
     registry: Any
+    weights: str = "raw"  # which of WEIGHTS the model holds
 
     @property
     def name(self) -> str:
@@ -212,6 +216,7 @@ class LoadedModel:
             "spec_hash": self.spec_hash,
             "checkpoint": str(self.checkpoint.resolve()),
             "step": self.step,
+            "weights": self.weights,
         }
 
 
@@ -254,6 +259,25 @@ def validated_spec(path: Path, state: dict[str, Any], plugins: Plugins) -> Exper
     return spec
 
 
+def choose_weights(
+    path: Path, state: dict[str, Any], weights: str | None = None
+) -> tuple[str, dict]:
+    """Which weights to load and their state dict: `weights` ('ema' or 'raw'), or by default the
+    moving average when the checkpoint has one, else the trained weights."""
+    if weights not in (None, *WEIGHTS):
+        raise LyraError(f"--weights {weights}: expected one of {', '.join(WEIGHTS)}")
+    average = state.get(checkpoint.EMA)
+    if weights == "ema" and not isinstance(average, dict):
+        raise LyraError(
+            f"{path}: --weights ema, but this checkpoint has no moving average of the weights "
+            "(its run trained without training.ema); use --weights raw (or leave it out), or "
+            "train with training.ema set"
+        )
+    if weights == "raw" or not isinstance(average, dict):
+        return "raw", state["model"]
+    return "ema", average
+
+
 def build_trained(
     path: Path, spec: ExperimentSpec, weights: dict, registry: Any, dev: torch.device
 ) -> AudioModel:
@@ -276,14 +300,17 @@ def load_model(
     plugins: Plugins,
     device: str = "auto",
     tracking_uri: str | None = None,
+    weights: str | None = None,
 ) -> LoadedModel:
-    """Load a trained model for inference (see the module docstring)."""
+    """Load a trained model for inference (see the module docstring); `weights`: 'ema', 'raw'
+    or None (the moving average when the checkpoint has one)."""
     path = find_checkpoint(source, tracking_uri)
     state = checkpoint.load(path, map_location="cpu")
     spec = validated_spec(path, state, plugins)
+    chosen, state_dict = choose_weights(path, state, weights)
     dev = pick_device(device)
-    model = build_trained(path, spec, state["model"], plugins.registry, dev)
+    model = build_trained(path, spec, state_dict, plugins.registry, dev)
     step = state.get("step", 0)
     step = step if isinstance(step, int) else 0
     data = stored_spec(path, state)
-    return LoadedModel(model, spec, spec_hash(data), path, step, dev, plugins.registry)
+    return LoadedModel(model, spec, spec_hash(data), path, step, dev, plugins.registry, chosen)

@@ -6,7 +6,9 @@ step (when the phase trains it) updates the discriminator and gives the generato
 adversarial terms, and the generator backpropagates them all; then the generator updates.
 
 State that a checkpoint carries: model, optimizer, scheduler and grad-scaler states, the step,
-every RNG (global and augmentation), the data position, the best metric, and the resolved spec.
+every RNG (global and augmentation), the data position, the best metric, the resolved spec and,
+with `training.ema`, the weights' moving average (`ema`), which validation and the 'best'
+checkpoint judge (see lyra_core.training.ema).
 Ctrl-C and SIGTERM are turned into a flag checked between steps, so the checkpoint written on
 the way out is always a consistent step boundary.
 """
@@ -36,6 +38,7 @@ from lyra_core.training import distributed, validation
 from lyra_core.training.budget import Budget
 from lyra_core.training.data import Position, batch_stream
 from lyra_core.training.distributed import Dist
+from lyra_core.training.ema import WeightAverage
 from lyra_core.training.phases import Phase, PhaseSchedule
 from lyra_core.training.progress import Progress
 from lyra_core.training.seeds import derive_seed
@@ -93,6 +96,7 @@ class Trainer:
         self.budget = Budget(spec.training.max_minutes, spec.training.budget_clock)
         self.progress: Progress | None = None
         self.schedule = PhaseSchedule(spec.training, self._all_loss_names(), self.model, self.say)
+        self.ema = self._ema()
         self._start(resume, init)
         self.generator.wrap(self._wrap, spec.training.compile)
         self.run = Run(spec, self.dir.path, self.model, self.dist.device, self.step)
@@ -136,6 +140,12 @@ class Trainer:
         self.distances = distance_losses(self.plugins.registry, self.ctx)
         self.position = Position()
 
+    def _ema(self) -> WeightAverage | None:
+        """The moving average of the unwrapped model's weights, kept by the main process (the
+        one that validates and saves; under DDP every rank holds the same weights)."""
+        ema = self.spec.training.ema
+        return WeightAverage(ema, self.model) if ema and self.dist.main else None
+
     def _start(self, resume: bool, init: str | None) -> None:
         """Continue from the run's last checkpoint, start from `init`'s weights, or fresh."""
         if resume:
@@ -171,6 +181,7 @@ class Trainer:
             "nonfinite": self.nonfinite,
             "budget_seconds": self.budget.seconds(),
             "adversarial": self.discriminator.state_dict() if self.discriminator else None,
+            checkpoint.EMA: self.ema.state_dict() if self.ema else None,
             "spec": self.dir.spec_text(),
             "plugins": self.plugins.versions(),
         }
@@ -188,6 +199,8 @@ class Trainer:
                 f"--init {source}: its weights do not fit this spec's model ({exc}); "
                 "initialise from a run of the same model spec"
             ) from exc
+        if self.ema:
+            self.ema.copy_from(self.model)
 
     def _restore(self, state: dict[str, Any]) -> None:
         missing = [key for key in RESUME_STATE if key not in state]
@@ -205,6 +218,23 @@ class Trainer:
         self.budget.spent = float(state.get("budget_seconds", 0.0))
         if self.discriminator and state["adversarial"]:
             self.discriminator.load_state_dict(state["adversarial"])
+        self._restore_ema(state.get(checkpoint.EMA))
+
+    def _restore_ema(self, saved: dict[str, torch.Tensor] | None) -> None:
+        """The checkpoint's average; one that has none (EMA newly set) starts from its weights."""
+        if self.ema is None:
+            return
+        if saved is None:
+            self.ema.copy_from(self.model)
+            self.say(f"training.ema: {self.dir.last} has no average; it starts from these weights")
+            return
+        try:
+            self.ema.load_state_dict(saved)
+        except (KeyError, RuntimeError) as exc:
+            raise LyraError(
+                f"{self.dir.last}: its '{checkpoint.EMA}' weights do not fit the model ({exc}); "
+                "resume with the run's own model spec"
+            ) from exc
 
     def save(self, best: bool = False) -> None:
         if not self.dist.main:
@@ -229,6 +259,8 @@ class Trainer:
         norm = self.generator.update(finite)
         if norm is None:
             return None
+        if self.ema:
+            self.ema.update(self.model, self.step + 1)  # the loop counts the step after this
         extra = {"grad_norm": norm, "lr": self.generator.lr}
         return self.schedule.metrics(phase) | means.values | extra
 
@@ -424,9 +456,11 @@ class Trainer:
             return self.hook.lyra_validation_metrics(run=self.run, target=x, reconstruction=y)
 
         losses = {w.name: w.module for w in self.generator.losses}
-        metrics, (x, y) = validation.validate(
-            self.model, batches, losses, self.distances, extra, self.dist.device, self.autocast
-        )
+        weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext(self.model)
+        with weights as model:
+            metrics, (x, y) = validation.validate(
+                model, batches, losses, self.distances, extra, self.dist.device, self.autocast
+            )
         if t.validation_examples:
             folder = self.dir.path / "validation" / f"step-{self.step:07d}"
             for path in validation.write_examples(
@@ -441,7 +475,7 @@ class Trainer:
             self.tracker.log_metrics(metrics, self.step)
             self.hook.lyra_on_validation_end(run=self.run, step=self.step, metrics=metrics)
             self.say(
-                f"validation at step {self.step}: "
+                f"validation at step {self.step}{' (EMA weights)' if self.ema else ''}: "
                 + ", ".join(f"{k.removeprefix('val/')} {v:.4g}" for k, v in metrics.items())
             )
             self._maybe_best(metrics)
