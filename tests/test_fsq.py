@@ -19,6 +19,7 @@ from lyra_core.cli import main
 from lyra_core.interfaces import QuantizingBottleneck
 from lyra_core.loader import validate_data
 from lyra_core.plugins import load_plugins
+from lyra_core.runs.model import load_model
 from lyra_plugins.quantizers import FiniteScalarQuantizer, LevelGrid, perplexity, round_ste
 
 from .helpers import coder
@@ -79,6 +80,16 @@ def test_dequantize_of_the_codes_is_the_quantized_latent(plugins, name, stages):
         z_k, codes_k, _ = quantizer.quantize(h, n_quantizers=k)
         assert torch.equal(quantizer.dequantize(codes_k), z_k)
     assert torch.equal(quantizer.dequantize(codes[:1]), quantizer.quantize(h, n_quantizers=1)[0])
+
+
+def test_autocast_keeps_the_levels_in_float32(plugins):
+    quantizer = build(plugins, n_stages=2).eval()
+    h = torch.randn(2, DIM, 8, generator=torch.Generator().manual_seed(7)).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, codes, _ = quantizer.quantize(h)
+    assert z.dtype == torch.float32
+    assert torch.equal(z, quantizer.quantize(h.float())[0])
+    assert torch.equal(quantizer.dequantize(codes), z)
 
 
 def test_rounding_passes_the_upstream_gradient_unchanged():
@@ -242,3 +253,16 @@ def test_validation_reports_the_perplexity_that_training_leaves_out(trained):
     reported = [r["val/perplexity"] for r in rows if "val/perplexity" in r]
     assert len(reported) == 2 and all(1 <= p <= 5 * 4 for p in reported)  # steps 0 and 2
     assert all(r["train/loss"] == r["train/l1"] for r in rows if "train/loss" in r)
+
+
+def test_explore_and_sample_draw_from_uniform_codes(trained, plugins, tmp_path, capsys):
+    from lyra_core.explore.explorer import Explorer
+
+    loaded = load_model(trained, plugins, device="cpu")
+    drawn = Explorer.open(loaded, components=2).from_prior(0, 1.0, 0.1)
+    assert drawn.latent.shape[-2:] == (8, loaded.latent_frames(800)) and drawn.length == 800
+    argv = ["sample", "--run", str(trained), "--seconds", "0.1", "-o", str(tmp_path)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    capsys.readouterr()
+    audio, rate = sf.read(tmp_path / "sample_000.wav")
+    assert rate == RATE and audio.shape == (800,) and np.isfinite(audio).all()
