@@ -14,6 +14,7 @@ from fractions import Fraction
 import attrs
 import torch
 import torchaudio.functional as AF
+from scipy.special import betaincinv
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Augmentation
@@ -44,6 +45,20 @@ def _noise(shape: torch.Size, generator: torch.Generator | None, like: torch.Ten
     return draw(shape, generator=generator, device=where, dtype=like.dtype).to(like.device)
 
 
+def _check_batch(module: Augmentation, x: torch.Tensor) -> None:
+    if x.dim() != 3:
+        raise LyraError(f"{type(module).__name__}: expected audio [B, C, T], got {tuple(x.shape)}")
+
+
+def _fit_length(y: torch.Tensor, total: int, v: float) -> torch.Tensor:
+    """[C, T'] cut to `total` samples at offset fraction `v`, or, when shorter, filled at the end
+    with its mirror image."""
+    if y.shape[-1] >= total:
+        start = min(int(v * (y.shape[-1] - total + 1)), y.shape[-1] - total)
+        return y[:, start : start + total]
+    return torch.nn.functional.pad(y[None], (0, total - y.shape[-1]), mode="reflect")[0]
+
+
 class PerExample(Augmentation):
     """Chooses examples with probability `p` and transforms only those (`apply`)."""
 
@@ -55,10 +70,7 @@ class PerExample(Augmentation):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if x.dim() != 3:
-            raise LyraError(
-                f"{type(self).__name__}: expected audio [B, C, T], got {tuple(x.shape)}"
-            )
+        _check_batch(self, x)
         if self.p == 0.0:
             return x
         chosen = (rand(x.shape[0], generator, x.device) < self.p).nonzero().squeeze(1)
@@ -258,12 +270,7 @@ class PitchShift(PerExample):
             ratio = self.ratio(u)
             # Read the example `ratio` times faster: pitch (and tempo) times `ratio`.
             y = AF.resample(example, ratio.numerator, ratio.denominator)
-            if y.shape[-1] >= total:
-                start = min(int(v * (y.shape[-1] - total + 1)), y.shape[-1] - total)
-                y = y[:, start : start + total]
-            else:  # pitched up: too short; fill the end with its mirror image
-                y = torch.nn.functional.pad(y[None], (0, total - y.shape[-1]), mode="reflect")[0]
-            out.append(y)
+            out.append(_fit_length(y, total, v))  # pitched up: too short, mirrored at the end
         return torch.stack(out)
 
 
@@ -324,6 +331,130 @@ class AddNoiseSpec:
         return AddNoise(self.min_snr_db, self.max_snr_db, self.p)
 
 
+# -- time_stretch ------------------------------------------------------------------------------
+
+
+class TimeStretch(PerExample):
+    def __init__(self, low: float, high: float, n_fft: int, p: float):
+        super().__init__(p)
+        self.low, self.high, self.n_fft, self.hop = low, high, n_fft, n_fft // 4
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        count, channels, total = x.shape
+        if total <= self.n_fft:
+            raise LyraError(
+                f"time_stretch: n_fft {self.n_fft} is not shorter than the batch's {total} "
+                f"samples; lower n_fft or raise data.segment_length"
+            )
+        draws = rand(2 * count, generator, x.device).view(2, -1)
+        factors = (self.low + draws[0] * (self.high - self.low)).tolist()
+        window = torch.hann_window(self.n_fft, device=x.device)
+        spec = torch.stft(
+            x.float().reshape(count * channels, total),
+            self.n_fft,
+            self.hop,
+            window=window,
+            return_complex=True,
+        ).view(count, channels, self.n_fft // 2 + 1, -1)
+        # Each bin's expected phase advance per hop: its centre frequency times the hop.
+        advance = torch.linspace(0, math.pi * self.hop, spec.shape[-2], device=x.device)[:, None]
+        out = []
+        for example, factor, v in zip(spec, factors, draws[1].tolist(), strict=True):
+            # phase_vocoder speeds up by `rate`: a duration `factor` times the input's.
+            frames = AF.phase_vocoder(example, 1.0 / factor, advance)
+            length = round(total * factor)
+            y = torch.istft(frames, self.n_fft, self.hop, window=window, length=length)
+            out.append(_fit_length(y, total, v))
+        return torch.stack(out)
+
+
+@attrs.frozen(kw_only=True)
+class TimeStretchSpec:
+    """Change each example's duration, not its pitch, by a factor drawn uniformly in
+    [min_factor, max_factor] (a phase vocoder: STFT, torchaudio's phase_vocoder, inverse STFT),
+    then cut it back to the batch's length: a longer result at a random offset, a shorter one
+    filled at the end with its mirror image (to avoid that, load longer segments and put
+    random_crop after time_stretch). Channels are stretched alike. Transients are smeared over
+    about one STFT window, the phase vocoder's usual price.
+    """
+
+    min_factor: float = param(
+        0.9,
+        doc="shortest duration, as a multiple of the input's (below 1: faster)",
+        validator=between(0.5, 2.0, low_open=True),
+    )
+    max_factor: float = param(
+        1.1,
+        doc="longest duration, as a multiple of the input's (above 1: slower)",
+        validator=between(0.5, 2.0, low_open=True),
+    )
+    n_fft: int = param(
+        2048,
+        doc="STFT window length in samples (the hop is a quarter of it); longer windows keep "
+        "tones cleaner, shorter ones keep transients sharper",
+        validator=between(16, 65536, integer=True),
+    )
+    p: float = param(0.5, doc="probability per example", validator=fraction)
+
+    def __attrs_post_init__(self) -> None:
+        _ordered("min_factor", "max_factor")(self)
+
+    def build(self, ctx: BuildContext) -> Augmentation:
+        return TimeStretch(self.min_factor, self.max_factor, self.n_fft, self.p)
+
+
+# -- mixup -------------------------------------------------------------------------------------
+
+
+class Mixup(Augmentation):
+    def __init__(self, alpha: float, p: float):
+        super().__init__()
+        self.alpha, self.p = alpha, p
+
+    def weights(self, u: torch.Tensor) -> torch.Tensor:
+        """max(λ, 1 − λ) for λ ~ Beta(α, α), from uniform draws `u` (float64): the inverse CDF
+        of the folded distribution, F⁻¹((1 + u) / 2), so one draw gives one weight."""
+        return torch.from_numpy(betaincinv(self.alpha, self.alpha, 0.5 + 0.5 * u.cpu().numpy()))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        _check_batch(self, x)
+        batch = x.shape[0]
+        if self.p == 0.0 or batch < 2:
+            return x
+        chosen = rand(batch, generator, x.device) < self.p
+        where = generator.device if generator is not None else torch.device("cpu")
+        order = torch.randperm(batch, generator=generator, device=where).to(x.device)
+        # A random cycle through the batch: each example's partner is the next one in `order`,
+        # so no example is mixed with itself and each is some example's partner once.
+        partner = torch.empty_like(order)
+        partner[order] = order.roll(-1)
+        lam = self.weights(rand(batch, generator, x.device)).to(x.device, x.dtype)
+        lam = torch.where(chosen, lam, torch.ones_like(lam))[:, None, None]
+        mixed = lam * x + (1.0 - lam) * x[partner]
+        return torch.where(chosen[:, None, None], mixed, x)
+
+
+@attrs.frozen(kw_only=True)
+class MixupSpec:
+    """Mix each chosen example with another example of the batch: λ·x + (1 − λ)·partner, with
+    λ ~ Beta(α, α) folded to max(λ, 1 − λ) so the example itself dominates. The partners follow
+    a random cycle through the batch (nobody is mixed with itself); they are the examples as
+    they came in, before any mixing. The augmented batch is both the model's input and its
+    target, so the model learns to reconstruct the mixture. A batch of one is left as it is.
+    """
+
+    alpha: float = param(
+        0.2,
+        doc="the Beta distribution's α: small values keep λ near 1 (light mixing), large ones "
+        "near 0.5 (even mixtures)",
+        validator=between(0.0, 100.0, low_open=True),
+    )
+    p: float = param(0.5, doc="probability per example", validator=fraction)
+
+    def build(self, ctx: BuildContext) -> Augmentation:
+        return Mixup(self.alpha, self.p)
+
+
 @hookimpl
 def lyra_register_components(registry) -> None:
     registry.add("augmentation", "random_crop", RandomCropSpec)
@@ -333,3 +464,5 @@ def lyra_register_components(registry) -> None:
     registry.add("augmentation", "polarity_flip", PolarityFlipSpec)
     registry.add("augmentation", "pitch_shift", PitchShiftSpec)
     registry.add("augmentation", "add_noise", AddNoiseSpec)
+    registry.add("augmentation", "time_stretch", TimeStretchSpec)
+    registry.add("augmentation", "mixup", MixupSpec)

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.signal import lfilter
+from scipy.signal import find_peaks, lfilter
+from scipy.stats import beta, kstest
 
 from lyra_core import BuildContext, LyraError, SpecError
 from lyra_core.interfaces import Augmentation
@@ -17,10 +18,12 @@ from lyra_plugins.augmentations import (
     AddNoiseSpec,
     DequantizeSpec,
     GainSpec,
+    MixupSpec,
     PhaseMangleSpec,
     PitchShiftSpec,
     PolarityFlipSpec,
     RandomCropSpec,
+    TimeStretchSpec,
     allpass_impulse_response,
 )
 
@@ -33,6 +36,8 @@ NAMES = [
     "polarity_flip",
     "pitch_shift",
     "add_noise",
+    "time_stretch",
+    "mixup",
 ]
 
 
@@ -225,6 +230,10 @@ def test_pitch_shift_moves_the_pitch_within_range_and_keeps_the_length(lyra_regi
         (PhaseMangleSpec, {"r": 1.0}, "r must be in \\(0, 0.999\\]"),
         (PitchShiftSpec, {"semitones": 12.0}, "semitones must be below 12"),
         (RandomCropSpec, {"length": -3}, "length must be positive"),
+        (TimeStretchSpec, {"min_factor": 1.2, "max_factor": 1.1}, "min_factor \\(1.2\\) is above"),
+        (TimeStretchSpec, {"max_factor": 3.0}, "max_factor must be in \\(0.5, 2\\], got 3.0"),
+        (TimeStretchSpec, {"n_fft": 8}, "n_fft must be at least 16"),
+        (MixupSpec, {"alpha": 0.0}, "alpha must be in \\(0, 100\\], got 0.0"),
     ],
 )
 def test_bad_settings_are_spec_errors(lyra_registry, spec, data, message):
@@ -235,3 +244,97 @@ def test_bad_settings_are_spec_errors(lyra_registry, spec, data, message):
 def test_a_batch_of_the_wrong_rank_is_a_clear_error(lyra_registry, ctx):
     with pytest.raises(LyraError, match=r"expected audio \[B, C, T\], got \(2, 100\)"):
         build(lyra_registry, ctx, "gain", p=1.0)(torch.zeros(2, 100), gen())
+
+
+# -- time_stretch ------------------------------------------------------------------------------
+
+
+def stretch(lyra_registry, ctx, x: torch.Tensor, factor: float, **fields) -> torch.Tensor:
+    fields = {"min_factor": factor, "max_factor": factor, "p": 1.0} | fields
+    return build(lyra_registry, ctx, "time_stretch", **fields)(x, gen())
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_time_stretch_keeps_the_pitch_and_the_length(lyra_registry, ctx, factor):
+    t = torch.arange(8192) / RATE
+    x = torch.sin(2 * math.pi * 440.0 * t).expand(3, 2, -1).contiguous()
+    y = stretch(lyra_registry, ctx, x, factor)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    # One FFT bin of the measured length, away from the mirrored end of a shortened example.
+    bin_hz = RATE / 6000
+    assert all(abs(dominant_frequency(e[0, :6000]) - 440.0) <= bin_hz for e in y)
+    assert all(torch.equal(e[0], e[1]) for e in y)  # channels are stretched alike
+    assert not torch.allclose(y, x, atol=0.1)
+
+
+def click_spacing(x: torch.Tensor) -> float:
+    """The typical spacing of the clicks in [T] audio: the median gap between the peaks of its
+    energy envelope (a phase vocoder smears clicks and weakens some, so a few may be missed)."""
+    envelope = torch.nn.functional.avg_pool1d(x.pow(2)[None, None], 255, 1, 127)[0, 0]
+    peaks, _ = find_peaks(envelope.numpy(), distance=1000, height=0.1 * envelope.max().item())
+    assert len(peaks) >= 8
+    return float(np.median(np.diff(peaks)))
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_time_stretch_scales_the_spacing_of_a_click_train(lyra_registry, ctx, factor):
+    x = torch.zeros(1, 1, 32768)
+    x[..., 1000::2000] = 1.0  # a click every 2000 samples, far longer than the 256 window
+    assert click_spacing(x[0, 0]) == 2000.0
+    y = stretch(lyra_registry, ctx, x, factor, n_fft=256)[0, 0]
+    kept = y[: round(0.9 * 32768 * min(factor, 1.0))]  # before a shortened one's mirror image
+    assert click_spacing(kept) == pytest.approx(2000.0 * factor, rel=0.015)
+
+
+def test_time_stretch_needs_a_batch_longer_than_its_window(lyra_registry, ctx):
+    aug = build(lyra_registry, ctx, "time_stretch", n_fft=4096, p=1.0)
+    with pytest.raises(LyraError, match="n_fft 4096 is not shorter than the batch's 4096"):
+        aug(batch(), gen())
+
+
+# -- mixup -------------------------------------------------------------------------------------
+
+
+def mixture_of(y: torch.Tensor, x: torch.Tensor, rows: list[int]) -> tuple[list[int], list[float]]:
+    """For each y[k] (a changed x[rows[k]]), the other row j of `x` and the weight λ with
+    y[k] = λ·x_i + (1 − λ)·x_j: least squares against every candidate j, the best fit kept."""
+    partners, weights = [], []
+    x = x.double().flatten(1)
+    for row, i in zip(y.double().flatten(1), rows, strict=True):
+        d = x[i] - x  # y − x_j = λ·(x_i − x_j), one j per row
+        lam = (d * (row - x)).sum(1) / (d * d).sum(1).clamp_min(1e-30)
+        residual = (row - x - lam[:, None] * d).abs().amax(1)
+        residual[i] = math.inf
+        j = int(residual.argmin())
+        assert residual[j] < 1e-5, f"row {i} is no mixture of two rows"
+        partners.append(j)
+        weights.append(float(lam[j]))
+    return partners, weights
+
+
+def test_mixup_mixes_each_example_with_another_by_a_folded_beta_weight(lyra_registry, ctx):
+    x = batch(b=256, c=2, t=64)
+    y = build(lyra_registry, ctx, "mixup", alpha=0.4, p=1.0)(x, gen(5))
+    partners, weights = mixture_of(y, x, list(range(256)))
+    assert sorted(partners) == list(range(256))  # each example is someone's partner once
+    assert all(0.5 <= w <= 1.0 for w in weights)
+    # The drawn weights follow max(λ, 1 − λ), λ ~ Beta(0.4, 0.4): its CDF is 2F(w) − 1.
+    folded = lambda w: 2.0 * beta.cdf(w, 0.4, 0.4) - 1.0  # noqa: E731
+    assert kstest(weights, folded).pvalue > 0.01
+    # ... and come from the generator in order: p draws, the permutation, then the weights.
+    g = gen(5)
+    torch.rand(256, generator=g, dtype=torch.float64)
+    torch.randperm(256, generator=g)
+    u = torch.rand(256, generator=g, dtype=torch.float64).numpy()
+    expected = beta.ppf(0.5 + 0.5 * u, 0.4, 0.4)
+    np.testing.assert_allclose(weights, expected, atol=1e-4)
+
+
+def test_mixup_mixes_only_chosen_examples_and_leaves_a_batch_of_one(lyra_registry, ctx):
+    x = batch(b=64, t=256)
+    y = build(lyra_registry, ctx, "mixup", alpha=1.0, p=0.5)(x, gen(2))
+    same = (y == x).flatten(1).all(dim=1)
+    assert 16 <= int((~same).sum()) <= 48
+    mixture_of(y[~same], x, (~same).nonzero().squeeze(1).tolist())  # of the batch as it came
+    one = batch(b=1)
+    assert torch.equal(build(lyra_registry, ctx, "mixup", p=1.0)(one, gen()), one)

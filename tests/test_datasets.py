@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -12,13 +13,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio.functional as AF
 from torch.utils.data import DataLoader
 
 from lyra_core import BuildContext, LyraError, SpecError
 from lyra_core.spec import structure
 from lyra_core.testing import check_component
 from lyra_plugins.datasets import AudioFolderSpec, FolderDataset, SyntheticSpec, audio_io, unit_hash
-from lyra_plugins.datasets.cache import BLOCK, AudioCache, block_energy, segment_mean_square
+from lyra_plugins.datasets.cache import (
+    BLOCK,
+    AudioCache,
+    block_energy,
+    integrated_loudness,
+    segment_mean_square,
+)
 
 RATE = 8000
 SEGMENT = 2048
@@ -202,7 +210,9 @@ def test_every_bad_file_is_skipped_with_its_reason_or_used_correctly(
 
 def test_surround_and_high_rate_files_are_converted_correctly(lyra_registry, tmp_path):
     files = write_zoo(tmp_path / "zoo")
-    spec = folder_spec(tmp_path, files["six"], files["hires"], peak=None, validation_fraction=0)
+    spec = folder_spec(
+        tmp_path, files["six"], files["hires"], normalize="none", validation_fraction=0
+    )
     ctx = ctx_for(lyra_registry)
     ds = spec.build(ctx, "train")
     cache = spec.cache(ctx)
@@ -258,7 +268,7 @@ def test_compressed_and_other_formats_are_read(
 ):
     audio = tone(1.0, rate=rate, freq=440.0)
     sf.write(tmp_path / f"clip.{ext}", audio, rate, format=fmt, subtype=subtype)
-    spec = folder_spec(tmp_path, tmp_path, peak=None, validation_fraction=0)
+    spec = folder_spec(tmp_path, tmp_path, normalize="none", validation_fraction=0)
     ds = spec.build(ctx_for(lyra_registry), "train")
     x = ds[0].numpy()
     reference = tone(1.0, freq=440.0).T[:, :SEGMENT]
@@ -299,7 +309,7 @@ def test_quiet_segments_are_rejected_and_kept_ones_peak_normalised(lyra_registry
     assert sorted(start for _, start in kept.segments.tolist()) == [0, 2048, 4096, 6144]
     assert all(x.abs().max().item() == pytest.approx(0.95) for x in kept)
     raw = folder_spec(
-        tmp_path, tmp_path, validation_fraction=0, silence_threshold_db=None, peak=None
+        tmp_path, tmp_path, validation_fraction=0, silence_threshold_db=None, normalize="none"
     ).build(ctx, "train")
     assert len(raw) == 8
     starts = raw.segments[:, 1].tolist()
@@ -308,6 +318,128 @@ def test_quiet_segments_are_rejected_and_kept_ones_peak_normalised(lyra_registry
     overlapping = folder_spec(tmp_path, tmp_path, validation_fraction=0, hop=1024)
     # Starts 0, 1024, ..., 7168: the last one is half loud (-3 dB), still kept.
     assert len(overlapping.build(ctx, "train")) == 8
+
+
+# -- loudness normalisation ---------------------------------------------------------------------
+
+LOUD_RATE = 16000
+
+
+def loud_ctx(registry, channels: int = 2, rate: int = LOUD_RATE, segment: int = LOUD_RATE):
+    return ctx_for(registry, channels=channels, rate=rate, segment=segment)
+
+
+def loudness_spec(tmp_path: Path, *paths: Path, **kw) -> AudioFolderSpec:
+    kw = {"normalize": "loudness", "validation_fraction": 0, "silence_threshold_db": None} | kw
+    return folder_spec(tmp_path, *paths, **kw)
+
+
+def by_file(ds: FolderDataset) -> dict[str, torch.Tensor]:
+    """Each file's segments, in order, joined: [channels, frames]."""
+    parts: dict[str, list[tuple[int, torch.Tensor]]] = {}
+    for (number, start), x in zip(ds.segments.tolist(), ds, strict=True):
+        parts.setdefault(ds.files[number].path.name, []).append((start, x))
+    return {
+        name: torch.cat([x for _, x in sorted(p, key=lambda q: q[0])], 1)
+        for name, p in parts.items()
+    }
+
+
+def test_loudness_normalisation_brings_each_file_to_the_target(lyra_registry, tmp_path):
+    folder = tmp_path / "music"
+    folder.mkdir()
+    rms = 0.05  # a 440 Hz sine at -26 dBFS RMS (quieter than -20 LUFS), and loud white noise
+    sf.write(folder / "sine.wav", tone(3.0, LOUD_RATE, amp=rms * np.sqrt(2)), LOUD_RATE)
+    noise = np.random.default_rng(0).standard_normal((3 * LOUD_RATE, 2)) * 0.2
+    sf.write(folder / "noise.wav", noise.astype(np.float32), LOUD_RATE, subtype="FLOAT")
+    ctx = loud_ctx(lyra_registry)
+    files = by_file(loudness_spec(tmp_path, folder).build(ctx, "train"))
+    raw = by_file(loudness_spec(tmp_path, folder, normalize="none").build(ctx, "train"))
+    for name in ("sine.wav", "noise.wav"):
+        assert AF.loudness(files[name], LOUD_RATE).item() == pytest.approx(-20.0, abs=0.5)
+        # One gain for the whole file: every segment (and sample) scaled alike.
+        gain = files[name] / raw[name].where(raw[name].abs() > 1e-3, torch.nan)
+        finite = gain[gain.isfinite()]
+        torch.testing.assert_close(finite, torch.full_like(finite, finite[0].item()))
+    assert files["sine.wav"].abs().max() > raw["sine.wav"].abs().max()  # turned up
+    assert files["noise.wav"].abs().max() < raw["noise.wav"].abs().max()  # turned down
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_997_hz_sine_at_minus_23_lufs_has_the_ebu_reference_level(
+    lyra_registry, tmp_path, channels
+):
+    """EBU Tech 3341: a 997 Hz sine of amplitude A in each of n channels has a loudness of
+    20·log10(A) − 3.01 + 10·log10(n) LUFS (K-weighting is +0.69 dB there, offset by −0.691)."""
+    rate = 48000
+    sine = tone(3.0, rate, freq=997.0, channels=1, amp=0.5)
+    sf.write(tmp_path / "sine.wav", np.repeat(sine, channels, axis=1), rate, subtype="FLOAT")
+    ctx = loud_ctx(lyra_registry, channels=channels, rate=rate, segment=3 * rate)
+    x = loudness_spec(tmp_path, tmp_path / "sine.wav", loudness_lufs=-23.0).build(ctx)[0]
+    amplitude = x.abs().amax(dim=1).double()
+    level = 20 * torch.log10(amplitude) - 3.01 + 10 * math.log10(channels)
+    torch.testing.assert_close(level, torch.full_like(level, -23.0), atol=0.3, rtol=0)
+    # Full scale reads -3.01 LUFS (torchaudio alone clamps its filters at ±1 and reads -3.28).
+    full = tone(3.0, rate, freq=997.0, channels=1, amp=1.0).T
+    assert integrated_loudness(full, rate) == pytest.approx(-3.01, abs=0.1)
+
+
+def test_the_gain_stops_where_the_peak_reaches_the_ceiling(lyra_registry, tmp_path):
+    quiet = np.random.default_rng(1).standard_normal((2 * LOUD_RATE, 2)) * 0.003
+    quiet[LOUD_RATE] = 0.5  # one click: the file is quiet but its peak is high
+    sf.write(tmp_path / "click.wav", quiet.astype(np.float32), LOUD_RATE, subtype="FLOAT")
+    ctx = loud_ctx(lyra_registry, segment=2 * LOUD_RATE)
+    x = loudness_spec(tmp_path, tmp_path, peak=0.8).build(ctx, "train")[0]
+    assert x.abs().max().item() == pytest.approx(0.8, rel=1e-5)  # 0.5 · 1.6, not the full gain
+    assert AF.loudness(x, LOUD_RATE).item() < -20.0 - 3.0
+
+
+def test_silent_and_too_short_files_keep_their_level(lyra_registry, tmp_path):
+    sf.write(tmp_path / "silent.wav", np.zeros((LOUD_RATE, 2), np.float32), LOUD_RATE)
+    short = tone(0.3, LOUD_RATE, amp=0.01)  # under one 400 ms block: no loudness to measure
+    sf.write(tmp_path / "short.wav", short, LOUD_RATE, subtype="FLOAT")
+    ctx = loud_ctx(lyra_registry, segment=4000)
+    spec = loudness_spec(tmp_path, tmp_path)
+    files = by_file(spec.build(ctx, "train"))
+    assert torch.equal(files["silent.wav"], torch.zeros(2, 4 * 4000))
+    np.testing.assert_array_equal(files["short.wav"].numpy(), short[:4000].T)
+    entries = {Path(e.source).name: e for e in spec.index(ctx).entries}
+    assert entries["silent.wav"].loudness is None and entries["silent.wav"].peak == 0.0
+    assert entries["short.wav"].loudness is None and entries["short.wav"].peak > 0.0
+
+
+def test_the_cache_keeps_the_measurement_and_each_setting_gets_its_own_level(
+    lyra_registry, tmp_path
+):
+    source = tmp_path / "a.wav"
+    sf.write(source, tone(2.0, LOUD_RATE, amp=0.3), LOUD_RATE, subtype="FLOAT")
+    ctx = loud_ctx(lyra_registry)
+    loud = loudness_spec(tmp_path, source, loudness_lufs=-20.0)
+    assert loud.index(ctx).decoded == 1
+    at_20 = torch.stack(list(loud.build(ctx, "train")))
+    # Another target over the same cache: nothing decoded again, the level 10 dB lower.
+    quiet = loudness_spec(tmp_path, source, loudness_lufs=-30.0)
+    assert quiet.index(ctx).decoded == 0
+    at_30 = torch.stack(list(quiet.build(ctx, "train")))
+    torch.testing.assert_close(at_30, at_20 * 10 ** (-10 / 20))
+    # Peak normalisation over the same cache: the cached audio itself was never levelled.
+    peaked = torch.stack(list(loudness_spec(tmp_path, source, normalize="peak").build(ctx)))
+    torch.testing.assert_close(peaked.abs().amax(dim=(1, 2)), torch.full((2,), 0.95))
+    # The measurement lives in the index entry; a changed file is decoded and measured again.
+    measured = loud.index(ctx).entries[0].loudness
+    assert f"loudness: {measured:.1f} to {measured:.1f} LUFS" in loud.stats(ctx)
+    sf.write(source, tone(2.0, LOUD_RATE, amp=0.03), LOUD_RATE, subtype="FLOAT")
+    os.utime(source, ns=(7, 7))
+    index = loud.index(ctx)
+    assert index.decoded == 1
+    assert index.entries[0].loudness == pytest.approx(measured - 20.0, abs=0.01)
+    again = torch.stack(list(loud.build(ctx, "train")))
+    torch.testing.assert_close(again, at_20, atol=1e-5, rtol=1e-4)  # the same -20 LUFS
+
+
+def test_loudness_normalisation_refuses_more_than_five_channels(lyra_registry, tmp_path):
+    with pytest.raises(LyraError, match=r"measures at most 5 channels .* the data has 6"):
+        loudness_spec(tmp_path, tmp_path).index(loud_ctx(lyra_registry, channels=6))
 
 
 def test_segment_energy_from_blocks_is_bounded_by_whole_block_energies():
@@ -380,6 +512,12 @@ def test_a_folder_too_small_for_a_file_split_holds_out_segments(lyra_registry, t
 def test_bad_folder_settings_are_spec_errors_with_paths(lyra_registry):
     with pytest.raises(SpecError, match=r"\$\.peak: peak must be in \[1e-06, 1\], got 2.0"):
         structure({"paths": ["x"], "peak": 2.0}, AudioFolderSpec, lyra_registry)
+    with pytest.raises(
+        SpecError, match=r"\$\.loudness_lufs: loudness_lufs must be in \[-70, 0\], got 3.0"
+    ):
+        structure({"paths": ["x"], "loudness_lufs": 3.0}, AudioFolderSpec, lyra_registry)
+    with pytest.raises(SpecError, match=r"\$\.normalize"):
+        structure({"paths": ["x"], "normalize": "rms"}, AudioFolderSpec, lyra_registry)
     with pytest.raises(SpecError, match=r"\$\.paths: missing required field"):
         structure({}, AudioFolderSpec, lyra_registry)
     with pytest.raises(LyraError, match="'paths' is empty"):
@@ -458,7 +596,7 @@ def test_a_crash_mid_write_or_a_damaged_cache_is_repaired(lyra_registry, tmp_pat
 def test_a_reader_keeps_its_data_while_a_writer_replaces_the_file(lyra_registry, tmp_path):
     source = tmp_path / "a.wav"
     sf.write(source, tone(1.0, freq=440.0), RATE)
-    spec = folder_spec(tmp_path, source, validation_fraction=0, peak=None)
+    spec = folder_spec(tmp_path, source, validation_fraction=0, normalize="none")
     ctx = ctx_for(lyra_registry)
     reader = spec.build(ctx, "train")
     before = reader[0].clone()  # opens the memory map

@@ -31,7 +31,13 @@ from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.runs.atomic import atomic_write
 from lyra_core.validators import MAX_COUNT, MAX_SAMPLES, MAX_WORKERS, between, fraction, size
 from lyra_plugins.datasets.audio_io import AUDIO_EXTENSIONS
-from lyra_plugins.datasets.cache import AudioCache, default_cache_root, segment_mean_square
+from lyra_plugins.datasets.cache import (
+    LOUDNESS_BLOCK,
+    AudioCache,
+    Entry,
+    default_cache_root,
+    segment_mean_square,
+)
 from lyra_plugins.datasets.synth import SynthParams, render
 
 log = logging.getLogger("lyra.data")
@@ -39,6 +45,8 @@ OPEN_MAPS = 256  # memory-mapped files a dataset keeps open at once
 
 Split = Literal["train", "validation"]
 SPLITS = ("train", "validation")
+Normalize = Literal["peak", "loudness", "none"]
+LOUDNESS_CHANNELS = 5  # BS.1770 weights L, R, C, Ls and Rs
 
 
 def _check_split(split: str) -> None:
@@ -82,6 +90,7 @@ class FolderIndex:
 
     files: list[SourceFile]  # the usable ones; segments refer to them by position
     frames: list[int]
+    entries: list[Entry]  # the usable files' cache entries (measured for loudness normalisation)
     segments: dict[str, list[tuple[int, int]]]  # split -> (file number, start frame)
     skipped: list[Skipped]
     decoded: int  # files this preparation decoded (the others came from the cache)
@@ -97,8 +106,17 @@ class FolderIndex:
         return sum(self.frames) / self.sample_rate
 
 
+def loudness_gain(entry: Entry, target: float, ceiling: float) -> float:
+    """The gain that brings a file to `target` LUFS, limited so that its sample peak stays at or
+    below `ceiling`; 1 for a file without a loudness (silent or shorter than one block)."""
+    if entry.loudness is None or not entry.peak:
+        return 1.0
+    return min(10.0 ** ((target - entry.loudness) / 20.0), ceiling / entry.peak)
+
+
 class FolderDataset(Dataset):
-    """Fixed-length segments of cached audio, each peak-normalised when it is read."""
+    """Fixed-length segments of cached audio, levelled when they are read: each file by its
+    own gain (`gains`, loudness normalisation), else each segment to `peak`, else as it is."""
 
     def __init__(
         self,
@@ -108,9 +126,11 @@ class FolderDataset(Dataset):
         length: int,
         peak: float | None,
         open_maps: int = OPEN_MAPS,
+        gains: Sequence[float] | None = None,
     ):
         self.cache, self.files, self.length, self.peak = cache, list(files), length, peak
         self.open_maps = open_maps
+        self.gains = None if gains is None else np.asarray(gains, dtype=np.float32)
         self.segments = np.asarray(segments, dtype=np.int64).reshape(-1, 2)
         self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -142,7 +162,9 @@ class FolderDataset(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         number, start = self.segments[index]
         segment = np.array(self._audio(int(number))[:, start : start + self.length])
-        if self.peak is not None:
+        if self.gains is not None:
+            segment *= self.gains[number]
+        elif self.peak is not None:
             top = float(np.abs(segment).max())
             if top > 0.0:
                 segment *= np.float32(self.peak / top)
@@ -189,10 +211,28 @@ class AudioFolderSpec:
     silence_threshold_db: float | None = param(
         -40.0, doc="reject segments whose RMS is below this (dBFS); null keeps every segment"
     )
-    peak: float | None = param(
+    normalize: Normalize = param(
+        "peak",
+        doc="how levels are set when segments are read: 'peak' scales each segment so that its "
+        "sample peak is `peak`; 'loudness' scales each whole file (all its segments by one gain) "
+        "to `loudness_lufs` of integrated loudness (ITU-R BS.1770-4: K-weighted, 400 ms blocks, "
+        "-70 LUFS absolute and -10 LU relative gates; measured once per file at the dataset's "
+        "rate and channels, at most 5 channels, and kept in the cache), the gain limited so that "
+        "the file's sample peak stays at or below `peak` (such a file ends up quieter than the "
+        "target; one already above `peak` is turned down to it), and a file without a loudness "
+        "(silent, or shorter than one 400 ms block) left as it is; 'none' leaves levels as they "
+        "are",
+    )
+    peak: float = param(
         0.95,
-        doc="peak-normalise each segment to this; null leaves levels as they are",
+        doc="with normalize 'peak', each segment's sample peak; with 'loudness', the highest "
+        "sample peak a file's gain may reach",
         validator=between(1e-6, 1.0),
+    )
+    loudness_lufs: float = param(
+        -20.0,
+        doc="with normalize 'loudness', each file's target integrated loudness (LUFS)",
+        validator=between(-70.0, 0.0),
     )
     cache_dir: str | None = param(
         None, doc="where prepared audio is kept (default: $LYRA_CACHE_DIR or ~/.cache/lyra)"
@@ -244,11 +284,12 @@ class AudioFolderSpec:
         Skipped files are logged (once per process) unless `warn` is False.
         """
         began = time.perf_counter()
+        self._check_loudness(ctx)
         files = self.find_files()
         cache = self.cache(ctx)
         cache.remove_stale_temporaries()
-        workers = self.workers or os.cpu_count() or 1
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(files)))) as pool:
+        workers = max(1, min(self.workers or os.cpu_count() or 1, len(files)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             entries = list(pool.map(cache.prepare, (f.path for f in files)))
         length = ctx.segment_length
         hop = self.hop or length
@@ -256,6 +297,7 @@ class AudioFolderSpec:
         if self.silence_threshold_db is not None:
             threshold = 10.0 ** (self.silence_threshold_db / 10.0)
         kept_files: list[SourceFile] = []
+        kept: list[Entry] = []
         frames: list[int] = []
         per_file: list[np.ndarray] = []
         skipped: list[Skipped] = []
@@ -278,17 +320,36 @@ class AudioFolderSpec:
                     _warn_once(file.path, reason)
                 continue
             kept_files.append(file)
+            kept.append(entry)
             frames.append(entry.frames)
             per_file.append(starts)
+        if self.normalize == "loudness":  # measured once; later runs read it from the entries
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                kept = list(pool.map(cache.measure, (f.path for f in kept_files), kept))
         return FolderIndex(
             files=kept_files,
             frames=frames,
+            entries=kept,
             segments=self._split(kept_files, per_file),
             skipped=skipped,
             decoded=sum(e.decoded for e in entries),
             sample_rate=ctx.sample_rate,
             seconds=time.perf_counter() - began,
         )
+
+    def _check_loudness(self, ctx: BuildContext) -> None:
+        if self.normalize == "loudness" and ctx.channels > LOUDNESS_CHANNELS:
+            raise LyraError(
+                f"audio_folder: normalize 'loudness' measures at most {LOUDNESS_CHANNELS} "
+                f"channels (ITU-R BS.1770), but the data has {ctx.channels}; use normalize "
+                f"'peak' or fewer data.channels"
+            )
+
+    def gains(self, index: FolderIndex) -> list[float] | None:
+        """Each usable file's gain under loudness normalisation (None for the other modes)."""
+        if self.normalize != "loudness":
+            return None
+        return [loudness_gain(e, self.loudness_lufs, self.peak) for e in index.entries]
 
     def _split(
         self, files: list[SourceFile], starts: list[np.ndarray]
@@ -323,7 +384,12 @@ class AudioFolderSpec:
                 f"validation_fraction {self.validation_fraction})"
             )
         return FolderDataset(
-            self.cache(ctx), index.files, index.segments[split], ctx.segment_length, self.peak
+            self.cache(ctx),
+            index.files,
+            index.segments[split],
+            ctx.segment_length,
+            self.peak if self.normalize == "peak" else None,
+            gains=self.gains(index),
         )
 
     def prepare(self, ctx: BuildContext) -> str:
@@ -346,6 +412,8 @@ class AudioFolderSpec:
             f"train {len(index.segments['train'])}, "
             f"validation {len(index.segments['validation'])}",
         ]
+        if self.normalize == "loudness":
+            lines.append(_loudness_line(index.entries, self.gains(index) or []))
         return "\n".join(lines) + "\n" + _skipped_lines(index.skipped)
 
 
@@ -357,6 +425,20 @@ def _warn_once(path: Path, reason: str) -> None:
     if (str(path), reason) not in _warned:
         _warned.add((str(path), reason))
         log.warning("skipping %s: %s", path, reason)
+
+
+def _loudness_line(entries: list[Entry], gains: list[float]) -> str:
+    measured = sorted(e.loudness for e in entries if e.loudness is not None)
+    if not measured:
+        return f"loudness: no file has one (each is silent or under {LOUDNESS_BLOCK} s)"
+    db = [
+        20.0 * math.log10(g) for e, g in zip(entries, gains, strict=True) if e.loudness is not None
+    ]
+    return (
+        f"loudness: {measured[0]:.1f} to {measured[-1]:.1f} LUFS "
+        f"(median {measured[len(measured) // 2]:.1f}) over {len(measured)} of {len(entries)} "
+        f"files; gains {min(db):+.1f} to {max(db):+.1f} dB"
+    )
 
 
 def _skipped_lines(skipped: list[Skipped]) -> str:

@@ -4,7 +4,8 @@ Layout, under `<cache root>/v1/<rate>hz-<channels>ch/`, per source file (key = a
 absolute path):
   `<key>.npy`         float32 [channels, frames] at the target rate (memory-mappable)
   `<key>.energy.npy`  float32 mean square per block of `BLOCK` frames (for silence rejection)
-  `<key>.json`        the index entry: source path, size, mtime, frames, or why it was skipped
+  `<key>.json`        the index entry: source path, size, mtime, frames, or why it was skipped;
+                      once measured (for loudness normalisation), the audio's loudness and peak
 
 An entry is valid while the source's size and mtime are unchanged. Every file is written to a
 temporary name and renamed into place (atomic on POSIX), the index entry last, so a crash
@@ -15,13 +16,18 @@ reason), so they are not decoded again on every run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 import numpy as np
+import torch
+import torchaudio.functional as AF
 
 from lyra_core import LyraError
 from lyra_core.runs.atomic import atomic_write, remove_temporaries, write_text
@@ -30,6 +36,10 @@ from lyra_plugins.datasets.audio_io import AudioReadError, load
 VERSION = 1
 BLOCK = 256  # frames per energy block: segment energies are exact to within a block per end
 STALE_TEMP_SECONDS = 24 * 3600
+LOUDNESS_BLOCK = 0.4  # seconds: BS.1770's gating block, the shortest audio with a loudness
+# torchaudio clamps each K-weighting filter's output to ±1. Those filters' impulse responses sum
+# to under 3.5 in magnitude at any rate up to 768 kHz, so audio peaking at 0.25 never reaches it.
+LOUDNESS_HEADROOM = 0.25
 
 
 def default_cache_root() -> Path:
@@ -50,6 +60,27 @@ class Entry:
     frames: int = 0
     error: str | None = None
     decoded: bool = False  # True when this process decoded it (not from the index)
+    peak: float | None = None  # the cached audio's sample peak; None until measured
+    loudness: float | None = None  # its integrated loudness (LUFS); None if it has none
+
+
+def integrated_loudness(audio: np.ndarray, sample_rate: int) -> float | None:
+    """ITU-R BS.1770-4 integrated loudness (LUFS) of float [channels, frames] audio, channels
+    weighted L, R, C, Ls, Rs (at most 5); None when it is silent or shorter than one block.
+
+    Audio peaking above `LOUDNESS_HEADROOM` is measured turned down to it and the result turned
+    back up, which raises the -70 LUFS absolute gate by as much (at most 12 dB for audio within
+    full scale). Blocks between the two gates count only if they also pass the relative gate
+    (-10 LU), so the result changes only for audio quieter than about -48 LUFS that still peaks
+    near full scale.
+    """
+    peak = float(np.abs(audio).max(initial=0.0))
+    if peak == 0.0 or audio.shape[-1] < round(LOUDNESS_BLOCK * sample_rate):
+        return None
+    scale = min(1.0, LOUDNESS_HEADROOM / peak)
+    x = torch.from_numpy(np.asarray(audio, dtype=np.float32) * np.float32(scale))
+    value = float(AF.loudness(x, sample_rate)) - 20.0 * math.log10(scale)
+    return value if math.isfinite(value) else None  # no block above the gates: NaN
 
 
 def block_energy(audio: np.ndarray) -> np.ndarray:
@@ -135,22 +166,44 @@ class AudioCache:
         except OSError as exc:
             entry = Entry(str(source), st.st_size, st.st_mtime_ns, error=f"cannot read: {exc}")
             return entry  # maybe passing (permissions, a network drive): not recorded
-        audio_path, energy_path, meta_path = self._paths(source)
-        meta = attrs.asdict(entry, filter=lambda a, _: a.name != "decoded")
-        try:
+        audio_path, energy_path, _ = self._paths(source)
+        with self._writing():
             self.dir.mkdir(parents=True, exist_ok=True)
             if audio is not None:
                 with atomic_write(audio_path) as f:
                     np.save(f, audio)
                 with atomic_write(energy_path) as f:
                     np.save(f, block_energy(audio))
-            write_text(meta_path, json.dumps(meta))
+        self._write_entry(source, entry)
+        return entry
+
+    def measure(self, source: Path, entry: Entry) -> Entry:
+        """`entry` with the cached audio's peak and loudness, measured once and then kept in the
+        index entry (a re-prepared file gets a fresh entry, so it is measured again)."""
+        if entry.error is not None or entry.peak is not None:
+            return entry
+        audio = self.audio(source)
+        peak = float(np.abs(audio).max(initial=0.0))
+        measured = attrs.evolve(
+            entry, peak=peak, loudness=integrated_loudness(audio, self.sample_rate)
+        )
+        self._write_entry(source, measured)
+        return measured
+
+    def _write_entry(self, source: Path, entry: Entry) -> None:
+        meta = attrs.asdict(entry, filter=lambda a, _: a.name != "decoded")
+        with self._writing():
+            write_text(self._paths(source)[2], json.dumps(meta))
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
         except OSError as exc:
             raise LyraError(
                 f"cannot write the audio cache in {self.dir}: {exc}; free some space or choose "
                 f"another place with the dataset's cache_dir or $LYRA_CACHE_DIR"
             ) from exc
-        return entry
 
     def audio(self, source: Path) -> np.ndarray:
         """The cached audio of `source`, memory-mapped read-only: float32 [channels, frames]."""
