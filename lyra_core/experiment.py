@@ -140,6 +140,27 @@ class EmaSpec:
 
 
 @attrs.frozen(kw_only=True)
+class BalancerSpec:
+    """EnCodec's loss balancer: each loss that reaches the reconstruction contributes a gradient
+    there whose norm is its weight's share of `total_norm`, whatever the loss's own scale; the
+    losses that do not reach it (kl, commitment, ...) add their weighted gradients as usual."""
+
+    total_norm: float = param(
+        1.0,
+        doc="the norm of the balanced gradient at the reconstruction",
+        validator=between(0, 1e6, low_open=True),
+    )
+    decay: float = param(
+        0.999,
+        doc="each loss's gradient norm is a moving average with this decay (bias-corrected)",
+        validator=between(0, 1, high_open=True),
+    )
+    per_example: bool = param(
+        True, doc="a gradient's norm is the mean over the batch of each example's norm"
+    )
+
+
+@attrs.frozen(kw_only=True)
 class TrainingSpec:
     """The optimisation loop: steps, optimizer, precision, checkpoints and validation."""
 
@@ -166,6 +187,9 @@ class TrainingSpec:
     compile: bool = param(False, doc="run the model through torch.compile")
     ema: EmaSpec | None = param(
         None, doc="keep a moving average of the weights (none: use the trained weights)"
+    )
+    balancer: BalancerSpec | None = param(
+        None, doc="balance the losses' gradients at the reconstruction (none: a weighted sum)"
     )
     checkpoint_every: int = param(
         500, doc="steps between 'last' checkpoints", validator=size(MAX_COUNT)

@@ -173,7 +173,7 @@ class Trainer:
             "format": checkpoint.FORMAT,
             "step": self.step,
             "model": self.model.state_dict(),
-            **self.generator.state_dict(),  # optimizer, scheduler, scaler
+            **self.generator.state_dict(),  # optimizer, scheduler, scaler, balancer
             "rng": checkpoint.rng_state(),
             "augment_rng": self.aug_gen.get_state(),
             "data": {"epoch": self.position.epoch, "offset": self.position.offset},
@@ -284,7 +284,7 @@ class Trainer:
             means.add("d_loss", d_loss or 0.0)
         if self.discriminator and phase.adversarial:
             terms |= self.discriminator.generator_terms(x, out.reconstruction, phase, self.step)
-        return self.generator.backward(terms, means) and finite
+        return self.generator.backward(terms, out.reconstruction, means) and finite
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from lyra_core.context import BuildContext
 from lyra_core.experiment import TrainingSpec
 from lyra_core.interfaces import Critique, ModelOutput
 from lyra_core.registry import Registry
+from lyra_core.training.balancer import GradientBalancer
 from lyra_core.training.phases import Phase
 
 PRECISION = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -122,6 +123,7 @@ class GeneratorStep:
         )
         fp16 = spec.precision == "fp16" and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.balancer = GradientBalancer(spec.balancer) if spec.balancer else None
 
     def wrap(self, wrap: Wrap, compile: bool) -> None:
         """Train through torch.compile and DDP (after any checkpoint is loaded)."""
@@ -141,11 +143,19 @@ class GeneratorStep:
             }
         return out, terms
 
-    def backward(self, terms: dict[str, Term], means: StepMeans) -> bool:
-        """Backpropagate one batch's weighted terms; False if their total is not finite."""
+    def backward(self, terms: dict[str, Term], output: torch.Tensor, means: StepMeans) -> bool:
+        """Backpropagate one batch's weighted terms (balanced at the reconstruction `output`
+        with a balancer); False if their total is not finite."""
         zero = torch.zeros((), device=self.device)
         total = sum((t.weight * t.value for t in terms.values()), zero)
-        self.scaler.scale(total / self.accumulate).backward()
+        objective = total
+        if self.balancer is not None:
+            values = {name: t.value for name, t in terms.items()}
+            weights = {name: t.weight for name, t in terms.items()}
+            objective, scales = self.balancer.surrogate(values, weights, output)
+            for name, scale in scales.items():
+                means.add(f"balancer/{name}", scale)
+        self.scaler.scale(objective / self.accumulate).backward()
         for name, term in terms.items():
             means.add(name, float(term.value.detach()))
         means.add("loss", float(total.detach()))
@@ -174,6 +184,7 @@ class GeneratorStep:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "scaler": self.scaler.state_dict(),
+            "balancer": self.balancer.state_dict() if self.balancer else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -181,6 +192,8 @@ class GeneratorStep:
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.balancer and state.get("balancer"):
+            self.balancer.load_state_dict(state["balancer"])
 
 
 def _split(critiques: list[Critique], detach_real: bool) -> tuple[list[Critique], list[Critique]]:
