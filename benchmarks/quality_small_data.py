@@ -4,8 +4,11 @@
 takes its music (about 11 minutes to train on, 22 held-out files), and trains each recipe for
 `--budgets` CPU-minutes (the process's CPU time, all threads, `training.budget_clock: cpu`), each
 budget continuing the run of the one before. After each budget it scores the held-out files with
-`lyra evaluate`'s code, beside μ-law PCM, resampling and Opus/Vorbis at the recipe's bitrate.
-Continuous latents are sent at 8 bits per value (uniform), codes exactly.
+`lyra evaluate`'s code, beside μ-law PCM, resampling and Opus/Vorbis at the recipe's bitrate;
+the recipe's untrained model is scored too (0 CPU-minutes), the floor any training must beat.
+Continuous latents are sent at 8 bits per value (uniform), codes exactly. Run it on an idle
+machine with OMP_WAIT_POLICY=PASSIVE (as `make bench-quality` does), so that waiting OpenMP
+threads do not spin and count as CPU time.
 
 Writes RESULTS/results.json, RESULTS/results.md (the table the README shows) and
 RESULTS/mel_distance.png (held-out mel distance against CPU-minutes). `--recipes` reruns some
@@ -24,9 +27,10 @@ import torch
 
 from lyra_core.cli.corpus import build_corpus
 from lyra_core.inference.evaluate import MODEL, Report, evaluate_files
-from lyra_core.plugins import load_plugins
+from lyra_core.loader import load_spec
+from lyra_core.plugins import Plugins, load_plugins
 from lyra_core.runs.chunking import Chunking
-from lyra_core.runs.model import load_model
+from lyra_core.runs.model import LoadedModel, build_trained, load_model
 from lyra_core.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,15 +100,28 @@ def summary(report: Report) -> dict[str, Any]:
     }
 
 
+def untrained(path: Path, overrides: list[str], plugins: Plugins) -> LoadedModel:
+    """The recipe's model as training starts it (seeded from the spec), before any step."""
+    spec = load_spec(path, plugins.registry, overrides)
+    torch.manual_seed(spec.seed)
+    fresh = spec.model.build(spec.context(plugins.registry)).state_dict()
+    where = Path(f"{path} (untrained)")
+    model = build_trained(where, spec, fresh, plugins.registry, torch.device("cpu"))
+    return LoadedModel(model, spec, "untrained", where, 0, torch.device("cpu"), plugins.registry)
+
+
 def run_recipe(name: str, folders: dict[str, Path], work: Path, budgets: list[float]) -> list:
     spec, overrides = RECIPES[name]
-    run, plugins, points = work / "runs" / name, load_plugins(), []
+    run, plugins = work / "runs" / name, load_plugins()
     tests = sorted(folders["test"].glob("*.wav"))
+    settings = overrides + data_overrides(folders["train"])
+    start = untrained(ROOT / spec, settings, plugins)
+    report = evaluate_files(start, tests, Chunking(), LATENT_BITS, with_baselines=True)
+    points = [{"cpu_minutes": 0.0, "step": 0, "systems": summary(report)}]
     for i, minutes in enumerate(budgets):
         budget = [f"training.max_minutes={minutes}"]
         if i == 0:
-            settings = overrides + data_overrides(folders["train"]) + budget
-            train(plugins, str(ROOT / spec), settings, device="cpu", run_dir=str(run))
+            train(plugins, str(ROOT / spec), settings + budget, device="cpu", run_dir=str(run))
         else:
             train(plugins, resume=str(run), overrides=budget, device="cpu")
         loaded = load_model(run / "checkpoints" / "last.pt", plugins, "cpu")  # after the budget
