@@ -8,6 +8,11 @@ Widths: with base width b and multipliers m₁…mₙ the encoder's blocks go b�
 b·[m₁, …, mₙ] (so the first block keeps b when m₁ = 1, as in the LyraCodec VAE); the decoder runs
 the same widths backwards.
 
+`checkpoint` (both coders) is activation checkpointing of the blocks and the attention block, set
+once per coder rather than per block spec: in training with gradients each of them keeps only its
+input and runs again in the backward pass (non-reentrant torch.utils.checkpoint, which replays the
+RNG state, so noise draws repeat); eval mode and no_grad run the blocks plainly.
+
 The LyraCodec VAE (experiments/lyracodec_vae.json) is these components with the choices
 that give its 255,858,050 parameters exactly: no weight norm, SnakeBeta everywhere, encoder
 kernels 7 (input) and 3 (output), decoder kernels 3 (input) and 7 (output), and every block's
@@ -31,6 +36,7 @@ from typing import Any, Literal
 import attrs
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute
 
 from lyra_core import ActivationRef, BlockRef, BuildContext, BuildError, hookimpl, param
 from lyra_core.validators import MAX_CHANNELS, MAX_FACTOR, odd, positive_ints, size
@@ -62,7 +68,8 @@ class ConvStack(nn.Module):
     """input conv -> blocks -> output, with an optional `attention` block (encoder: after the
     blocks; decoder: before them). `hop_length` is the blocks' total stride, `frame_multiple`
     the attention's (1 without). Submodules are registered in the order data flows through
-    them, so parameters come in the references' order (`lyra import` maps by position)."""
+    them, so parameters come in the references' order (`lyra import` maps by position).
+    With `checkpoint`, the blocks and the attention run through `run_block` (see there)."""
 
     attention_first = False
 
@@ -73,8 +80,10 @@ class ConvStack(nn.Module):
         output: nn.Module,
         hop: int,
         attention: nn.Module | None = None,
+        checkpoint: bool = False,
     ):
         super().__init__()
+        self.checkpoint = checkpoint
         self.input_conv = input_conv
         if self.attention_first:
             self.attention = attention
@@ -84,6 +93,14 @@ class ConvStack(nn.Module):
         self.output = output
         self.hop_length = hop
         self.frame_multiple = int(getattr(attention, "frame_multiple", 1))
+
+    def run_block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """`block(x)`. With `checkpoint`, in training with gradients on, only x is kept for the
+        backward pass, which runs the block again to get its activations (the CPU and CUDA RNG
+        states are restored first, so noise draws repeat). In eval or under no_grad: `block(x)`."""
+        if self.checkpoint and self.training and torch.is_grad_enabled():
+            return recompute(block, x, use_reentrant=False)
+        return block(x)
 
 
 class WaveformOutput(nn.Module):
@@ -120,9 +137,9 @@ class ConvEncoder(ConvStack):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_conv(x)
         for block in self.blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         if self.attention is not None:
-            x = self.attention(x)
+            x = self.run_block(self.attention, x)
         return self.output(x)
 
 
@@ -134,9 +151,9 @@ class ConvDecoder(ConvStack):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_conv(x)
         if self.attention is not None:
-            x = self.attention(x)
+            x = self.run_block(self.attention, x)
         for block in self.blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         return self.output(x)
 
 
@@ -145,6 +162,13 @@ BLOCKS_DOC = (
     "has dilations [1, 3]); null: `block` for all"
 )
 BIAS_DOC = "give the input and output convs a bias (the blocks have their own `bias`)"
+CHECKPOINT_DOC = (
+    "activation checkpointing: in training, keep only each block's input (blocks and attention) "
+    "and recompute the block's activations in the backward pass (torch.utils.checkpoint, "
+    "non-reentrant): less memory for about one more forward pass of the blocks per step. Set "
+    "for all of the coder's blocks here, not per block. Same outputs and gradients, noise "
+    "included; no effect in eval mode or without gradients"
+)
 
 
 MAX_BLOCKS = 32
@@ -173,6 +197,7 @@ class ConvCoderSpec:
     blocks: tuple[BlockRef, ...] | None = param(None, doc=BLOCKS_DOC)
     weight_norm: bool = param(False, doc="weight-normalise the input and output convs")
     bias: bool = param(True, doc=BIAS_DOC)
+    checkpoint: bool = param(False, doc=CHECKPOINT_DOC)
 
     def __attrs_post_init__(self) -> None:
         strides: tuple[int, ...] = self.strides  # type: ignore[attr-defined]
@@ -235,7 +260,8 @@ class ConvEncoderSpec(ConvCoderSpec):
         input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=wn, bias=bias)
         blocks = _build_blocks(self, ctx, widths)
         attention = _attention(self, ctx, width)
-        return ConvEncoder(input_conv, blocks, output, math.prod(self.strides), attention)
+        hop = math.prod(self.strides)
+        return ConvEncoder(input_conv, blocks, output, hop, attention, self.checkpoint)
 
 
 @attrs.frozen(kw_only=True)
@@ -299,7 +325,8 @@ class ConvDecoderSpec(ConvCoderSpec):
             input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=wn, bias=bias)
         attention = _attention(self, ctx, widths[0])
         blocks = _build_blocks(self, ctx, widths)
-        return ConvDecoder(input_conv, blocks, output, math.prod(self.strides), attention)
+        hop = math.prod(self.strides)
+        return ConvDecoder(input_conv, blocks, output, hop, attention, self.checkpoint)
 
 
 @hookimpl
