@@ -2,7 +2,9 @@
 
 A dataset component takes part by having methods: `prepare(ctx) -> str` and `stats(ctx) -> str`
 (a report to print), and, for `synth`, the `synthetic` dataset's `export(ctx, directory,
-seconds) -> list[Path]`. Nothing here imports a plugin.
+seconds) -> list[Path]`. `prepare --shards DIR` hands the spec's dataset to the `shards`
+dataset's `write(source, ctx, directory, shard_mb, examples_per_shard, about) -> str`.
+Nothing here imports a plugin.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from lyra_core.cli.common import add_command, add_set, bounded, output_dir, plug
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
-from lyra_core.loader import load_spec
+from lyra_core.loader import load_spec, resolved
 from lyra_core.registry import Registry
+from lyra_core.runs.rundir import spec_hash
 
 minutes = bounded(float, 0.0, 1440.0, low_open=True)
+megabytes = bounded(float, 0.0, 1e6, low_open=True)
+examples = bounded(int, 1, 2**40)
 
 
 def _dataset_method(spec: ExperimentSpec, registry: Registry, method: str, command: str) -> Any:
@@ -40,6 +45,28 @@ def run_dataset_command(
     spec = load_spec(path, registry, overrides)
     report = _dataset_method(spec, registry, command, command)(spec.context(registry))
     return str(report)
+
+
+def write_shards(
+    path: str,
+    directory: str,
+    registry: Registry,
+    overrides: Iterable[str] = (),
+    shard_mb: float | None = None,
+    examples_per_shard: int | None = None,
+) -> str:
+    """`prepare --shards`: prepare the spec's dataset, then write its splits as tar shards and an
+    index (with the spec hash of the resolved data section) into `directory`; the report."""
+    spec = load_spec(path, registry, overrides)
+    ctx = spec.context(registry)
+    prepare = getattr(spec.data.dataset, "prepare", None)
+    report = str(prepare(ctx)) if callable(prepare) else ""
+    data = resolved(spec, registry)["data"]
+    about = {"data_spec_hash": spec_hash(data), "dataset": data["dataset"]}
+    writer = registry.get("dataset", "shards").spec.write
+    return report + writer(
+        spec.data.dataset, ctx, Path(directory), shard_mb, examples_per_shard, about
+    )
 
 
 def synth(
@@ -102,6 +129,14 @@ def data_command(args: argparse.Namespace) -> int:
         )
         print(f"wrote {len(written)} WAV file(s) to {args.directory}")
         return 0
+    if args.data_command == "prepare" and args.shards:
+        sizes = (args.shard_size, args.examples_per_shard)
+        sys.stdout.write(write_shards(args.spec, args.shards, reg, args.set, *sizes))
+        return 0
+    if getattr(args, "shard_size", None) or getattr(args, "examples_per_shard", None):
+        raise LyraError(
+            "lyra data prepare: --shard-size and --examples-per-shard need --shards DIR"
+        )
     sys.stdout.write(run_dataset_command(args.data_command, args.spec, reg, args.set))
     return 0
 
@@ -128,4 +163,23 @@ def add_parsers(sub: Any) -> None:
         p = actions.add_parser(action, help=text)
         p.add_argument("spec", metavar="SPEC")
         add_set(p)
+        if action == "prepare":
+            _add_shard_options(p)
     corpus.add_parser(actions)
+
+
+def _add_shard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shards",
+        metavar="DIR",
+        type=output_dir,
+        help="also write the prepared train and validation examples as tar shards (DIR/"
+        "train-000000.tar, ..., DIR/index.json) that the `shards` dataset streams",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--shard-size", metavar="MB", type=megabytes, help="shard size (default: 256 MB)"
+    )
+    size.add_argument(
+        "--examples-per-shard", metavar="N", type=examples, help="examples per shard instead"
+    )

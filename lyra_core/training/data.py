@@ -1,18 +1,35 @@
 """Batches in a deterministic order that a checkpoint can resume mid-epoch.
 
-Epoch e visits the dataset in `randperm(n)` seeded by `derive_seed(seed, "order", e)`; a
-position is `(epoch, offset)`, the index in that permutation where the next batch starts. Under
-DDP each rank takes every world-th example of each global batch.
+Map-style datasets: epoch e visits the dataset in `randperm(n)` seeded by
+`derive_seed(seed, "order", e)`; a position is `(epoch, offset)`, the index in that permutation
+where the next batch starts. Under DDP each rank takes every world-th example of each global batch.
+
+Sharded datasets (`ShardedData`, e.g. the `shards` dataset's train split) are streamed instead.
+Epoch e puts the shards in `randperm(shards)` order seeded by `derive_seed(seed, "shards", e)`
+and treats them as one sequence of N examples. With W ranks, K = max(1, num_workers) readers per
+rank and b = batch_size / W examples per rank and batch, every rank takes the same
+M = floor(N / (b·W·K))·K batches per epoch (DDP's collectives need equal step counts): the
+sequence is cut into W·K consecutive chunks of M/K·b examples, chunk rank·K + reader for each
+reader, and the last N − M·b·W examples of the epoch's order are left out of that epoch (fewer
+than batch_size·K; the shard order changes each epoch, so other examples are left out next time).
+Every other example is read exactly once per epoch, by one reader. A chunk may start or end inside
+a shard: both readers open it, each reading only its part. A rank's batches come from its readers
+in turn (batch p from reader p mod K), and with `shuffle_buffer` > 1 each reader draws its
+examples at random from a buffer of that many (seeded per epoch, rank and reader). The position
+is `(epoch, offset)` as above, offset counting global examples (p·batch_size); a resumed stream
+re-derives every reader's place from it, so it yields the batches an uninterrupted stream would,
+given the same shards, batch size, world size and num_workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence, Set
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lyra_core.errors import LyraError
 from lyra_core.training.seeds import derive_seed
@@ -50,6 +67,203 @@ class BatchSampler:
             pos.advance(self.batch_size, self.usable)
 
 
+# -- sharded (iterable) datasets -------------------------------------------------------------
+
+
+@runtime_checkable
+class ShardedData(Protocol):
+    """A dataset stored as shards, which the batch stream reads in parallel (see above).
+
+    `shard_sizes[i]` is the number of examples in shard i. `read_shard(i, start, stop, skip)`
+    yields `(number, example)` for the examples start <= number < stop of shard i in stored order,
+    leaving out the numbers in `skip` without decoding them; each example is float32 [C, T].
+    `shuffle_buffer` is the number of examples each reader shuffles in memory (0 or 1: none).
+    """
+
+    shard_sizes: Sequence[int]
+    shuffle_buffer: int
+
+    def read_shard(
+        self, shard: int, start: int, stop: int, skip: Set[int]
+    ) -> Iterator[tuple[int, torch.Tensor]]: ...
+
+
+@attrs.frozen
+class StreamError:
+    """A user error raised in a loader worker, carried to the main process as its message."""
+
+    message: str
+
+
+@attrs.frozen
+class Piece:
+    """Examples start..stop-1 of one shard, and where they begin in the reader's chunk."""
+
+    shard: int
+    start: int
+    stop: int
+    at: int
+
+
+@attrs.frozen
+class ShardPlan:
+    """How one rank's readers split each epoch of a sharded dataset."""
+
+    sizes: tuple[int, ...]
+    per_rank: int  # examples per rank and batch
+    rank: int
+    world: int
+    readers: int
+    seed: int
+    buffer: int
+
+    @property
+    def batches(self) -> int:
+        """Batches each rank takes per epoch: a multiple of the readers, the same on every rank."""
+        total = sum(self.sizes)
+        return total // (self.per_rank * self.world * self.readers) * self.readers
+
+    @property
+    def chunk(self) -> int:
+        """Examples each reader yields per epoch."""
+        return self.batches // self.readers * self.per_rank
+
+    def pieces(self, epoch: int, reader: int) -> list[Piece]:
+        """The parts of shards that `reader` of this rank reads in `epoch`, in order."""
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "shards", epoch))
+        begin = (self.rank * self.readers + reader) * self.chunk
+        end, at, pieces = begin + self.chunk, 0, []
+        for shard in torch.randperm(len(self.sizes), generator=gen).tolist():
+            lo, hi = max(begin, at), min(end, at + self.sizes[shard])
+            if lo < hi:
+                pieces.append(Piece(shard, lo - at, hi - at, lo - begin))
+            at += self.sizes[shard]
+            if at >= end:
+                break
+        return pieces
+
+    def emission(self, epoch: int, reader: int) -> np.ndarray:
+        """The order a reader yields its chunk in: positions in the chunk, shuffled through a
+        buffer of `buffer` examples (a random held one goes out as each new one comes in)."""
+        n = self.chunk
+        if self.buffer <= 1 or n <= 1:
+            return np.arange(n)
+        rng = np.random.default_rng(derive_seed(self.seed, "shuffle", epoch, self.rank, reader))
+        size = min(self.buffer, n)
+        held, out = list(range(size)), []
+        for i, j in zip(range(size, n), rng.integers(0, size, n - size).tolist(), strict=True):
+            out.append(held[j])
+            held[j] = i
+        return np.asarray(out + rng.permutation(held).tolist())
+
+
+def reader_batches_before(batch: int, reader: int, readers: int) -> int:
+    """How many of a rank's batches 0..batch-1 came from `reader` (batch p from p mod K)."""
+    return max(0, -(-(batch - reader) // readers))
+
+
+class ShardStream(IterableDataset):
+    """One rank's endless stream of batches of a sharded dataset, from `start` onwards.
+
+    Loader worker w plays reader (w + p) mod K, p being the start batch within its epoch, so that
+    the loader's turn-taking (worker 0 first) gives batch p first.
+    """
+
+    def __init__(self, data: ShardedData, plan: ShardPlan, start: Position, batch_size: int):
+        self.data, self.plan = data, plan
+        self.epoch, self.batch = start.epoch, start.offset // batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor | StreamError]:
+        info = get_worker_info()
+        readers = self.plan.readers
+        reader = ((info.id if info else 0) + self.batch) % readers
+        done = reader_batches_before(self.batch, reader, readers)
+        epoch = self.epoch
+        try:
+            while True:
+                yield from self._epoch(epoch, reader, done * self.plan.per_rank)
+                epoch, done = epoch + 1, 0
+        except LyraError as exc:  # shown as one message by the main process, not a traceback
+            yield StreamError(str(exc))
+
+    def _epoch(self, epoch: int, reader: int, skipped: int) -> Iterator[torch.Tensor]:
+        """The reader's batches of `epoch`, leaving out its first `skipped` examples."""
+        order = self.plan.emission(epoch, reader)
+        gone = set(order[:skipped].tolist())
+        batch: list[torch.Tensor] = []
+        for x in self._examples(epoch, reader, order, skipped, gone):
+            batch.append(x)
+            if len(batch) == self.plan.per_rank:
+                yield torch.stack(batch)
+                batch = []
+
+    def _examples(
+        self, epoch: int, reader: int, order: np.ndarray, k: int, gone: set[int]
+    ) -> Iterator[torch.Tensor]:
+        """The chunk's examples in `order` from its k-th on; `gone` are the positions of the
+        ones before (not decoded). At most `buffer` examples are held at once."""
+        held: dict[int, torch.Tensor] = {}
+        for piece in self.plan.pieces(epoch, reader):
+            span = range(piece.at, piece.at + piece.stop - piece.start)
+            skip = {p - piece.at + piece.start for p in gone if p in span}
+            if len(skip) == len(span):
+                continue
+            for number, x in self.data.read_shard(piece.shard, piece.start, piece.stop, skip):
+                held[piece.at + number - piece.start] = x
+                while k < len(order) and int(order[k]) in held:
+                    yield held.pop(int(order[k]))
+                    k += 1
+        if k < len(order):
+            raise LyraError(
+                "the shards gave fewer examples than their index lists; prepare them again"
+            )
+
+
+def _raise_stream_errors(batches: Iterator[Any]) -> Iterator[torch.Tensor]:
+    for batch in batches:
+        if isinstance(batch, StreamError):
+            raise LyraError(batch.message)
+        yield batch
+
+
+def _shard_stream(
+    data: ShardedData,
+    batch_size: int,
+    seed: int,
+    start: Position,
+    dist: tuple[int, int],
+    num_workers: int,
+    pin_memory: bool,
+) -> tuple[Iterator[torch.Tensor], int]:
+    rank, world = dist
+    if batch_size % world:
+        raise LyraError(f"data.batch_size {batch_size} is not divisible by {world} processes")
+    plan = ShardPlan(
+        tuple(int(n) for n in data.shard_sizes),
+        batch_size // world,
+        rank,
+        world,
+        max(1, num_workers),
+        seed,
+        int(data.shuffle_buffer),
+    )
+    if plan.batches == 0:
+        readers = f" x {plan.readers} data workers" if plan.readers > 1 else ""
+        raise LyraError(
+            f"the training shards hold {sum(plan.sizes)} examples, fewer than one batch of "
+            f"{batch_size}{readers}: add data, or lower data.batch_size or data.num_workers"
+        )
+    loader = DataLoader(
+        ShardStream(data, plan, start, batch_size),
+        generator=torch.Generator().manual_seed(derive_seed(seed, "loader")),
+        batch_size=None,  # the stream yields whole batches
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+    return _raise_stream_errors(iter(loader)), plan.batches * batch_size
+
+
 def batch_stream(
     dataset: Any,
     batch_size: int,
@@ -60,7 +274,12 @@ def batch_stream(
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> tuple[Iterator[torch.Tensor], int]:
-    """An endless iterator of batches starting at `start`, and the usable examples per epoch."""
+    """An endless iterator of batches starting at `start`, and the usable examples per epoch
+    (a sharded dataset is streamed as the module's docstring says)."""
+    if isinstance(dataset, ShardedData):
+        return _shard_stream(
+            dataset, batch_size, seed, start, (rank, world), num_workers, pin_memory
+        )
     n = len(dataset)
     if n < batch_size:
         raise LyraError(

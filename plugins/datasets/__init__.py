@@ -556,3 +556,6 @@ class SyntheticSpec:
 def lyra_register_components(registry) -> None:
     registry.add("dataset", "audio_folder", AudioFolderSpec)
     registry.add("dataset", "synthetic", SyntheticSpec)
+    from lyra_plugins.datasets.shards import ShardsSpec  # it imports this module: not at the top
+
+    registry.add("dataset", "shards", ShardsSpec)
