@@ -18,3 +18,4 @@ class BuildContext:
     segment_length: int = 32768
     device: str = "cpu"
     seed: int = 0
+    causal: bool = False  # the model asks every component for its causal, streamable form

@@ -13,13 +13,29 @@ import torch
 from torch import nn
 
 
+class StreamingState(nn.Module):
+    """A layer of a causal model that keeps what streaming needs of earlier chunks.
+
+    Offline (`streaming` False) it sees zeros before the signal; streaming, it sees the end of
+    the chunks before instead, so chunk after chunk gives the offline output. `reset()` forgets
+    them (a new stream). `lyra_core.runs.streaming` switches every such layer of a model.
+    """
+
+    streaming: bool = False
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
 class Filterbank(nn.Module):
     """Splits [B, C, T] audio into `bands` subbands [B, C·bands, T/bands] and back.
 
     `T` must be a multiple of `bands`; the model pads before analysis and crops after synthesis.
+    `delay` is how many samples synthesis(analysis(x)) lags x (0 for a non-causal bank).
     """
 
     bands: int = 1
+    delay: int = 0
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

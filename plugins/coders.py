@@ -198,6 +198,15 @@ class ConvCoderSpec:
     weight_norm: bool = param(False, doc="weight-normalise the input and output convs")
     bias: bool = param(True, doc=BIAS_DOC)
     checkpoint: bool = param(False, doc=CHECKPOINT_DOC)
+    causal: bool = param(
+        False,
+        doc="causal, streamable convs in the coder and all its blocks (also set by the model's "
+        "`causal`)",
+    )
+
+    def context(self, ctx: BuildContext) -> BuildContext:
+        """The build context for this coder's parts: causal when the coder is."""
+        return attrs.evolve(ctx, causal=True) if self.causal else ctx
 
     def __attrs_post_init__(self) -> None:
         strides: tuple[int, ...] = self.strides  # type: ignore[attr-defined]
@@ -243,6 +252,7 @@ class ConvEncoderSpec(ConvCoderSpec):
     )
 
     def build(self, ctx: BuildContext, in_channels: int, out_channels: int) -> nn.Module:
+        ctx = self.context(ctx)
         widths = _widths(self.base_channels, self.c_mults)
         width = widths[-1]
         if self.output_conv == "depthwise" and out_channels != width:
@@ -255,9 +265,19 @@ class ConvEncoderSpec(ConvCoderSpec):
         groups = width if self.output_conv == "depthwise" else 1
         output = nn.Sequential(
             self.activation.build(ctx, channels=width),
-            conv(width, out_channels, self.output_kernel, weight_norm=wn, groups=groups, bias=bias),
+            conv(
+                width,
+                out_channels,
+                self.output_kernel,
+                weight_norm=wn,
+                groups=groups,
+                bias=bias,
+                causal=ctx.causal,
+            ),
         )
-        input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=wn, bias=bias)
+        input_conv = conv(
+            in_channels, widths[0], self.input_kernel, weight_norm=wn, bias=bias, causal=ctx.causal
+        )
         blocks = _build_blocks(self, ctx, widths)
         attention = _attention(self, ctx, width)
         hop = math.prod(self.strides)
@@ -299,12 +319,20 @@ class ConvDecoderSpec(ConvCoderSpec):
     tanh: bool = param(False, doc="squash the output with tanh")
 
     def build(self, ctx: BuildContext, in_channels: int, out_channels: int) -> nn.Module:
+        ctx = self.context(ctx)
         widths = _widths(self.base_channels, self.c_mults)[::-1]
         wn, bias = self.weight_norm, self.bias
         factor = 2 if self.amplitude_modulation else 1
         output = WaveformOutput(
             self.activation.build(ctx, channels=widths[-1]),
-            conv(widths[-1], factor * out_channels, self.output_kernel, weight_norm=wn, bias=bias),
+            conv(
+                widths[-1],
+                factor * out_channels,
+                self.output_kernel,
+                weight_norm=wn,
+                bias=bias,
+                causal=ctx.causal,
+            ),
             self.amplitude_modulation,
             self.tanh,
             amplitude_first=self.amplitude_half == "first",
@@ -318,11 +346,19 @@ class ConvDecoderSpec(ConvCoderSpec):
                     weight_norm=wn,
                     groups=in_channels,
                     bias=bias,
+                    causal=ctx.causal,
                 ),
-                conv(in_channels, widths[0], 1, weight_norm=wn, bias=bias),
+                conv(in_channels, widths[0], 1, weight_norm=wn, bias=bias, causal=ctx.causal),
             )
         else:
-            input_conv = conv(in_channels, widths[0], self.input_kernel, weight_norm=wn, bias=bias)
+            input_conv = conv(
+                in_channels,
+                widths[0],
+                self.input_kernel,
+                weight_norm=wn,
+                bias=bias,
+                causal=ctx.causal,
+            )
         attention = _attention(self, ctx, widths[0])
         blocks = _build_blocks(self, ctx, widths)
         hop = math.prod(self.strides)

@@ -8,6 +8,9 @@ PQMF recipe (RAVE's, rewritten for current SciPy): a Kaiser-window lowpass proto
 is optimised for near-perfect reconstruction, cosine-modulated into M bands. Analysis is the
 correlation y_k[m] = Σ_t a_k[t]·x[mM + t] with centred filters a_k, synthesis its adjoint times
 M, so the pair has no delay. Both run in polyphase form: time folded by M, one convolution each.
+Causal (`causal: true`), each convolution sees only past folded frames (its 2p frames of padding
+all on the left, cached between chunks when streaming), so each lags by p frames: the pair's
+output lags its input by `delay` = 2p·M samples.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from lyra_core import BuildContext, LyraError, hookimpl, param
 from lyra_core.interfaces import Filterbank
 from lyra_core.validators import Check, between
+from lyra_plugins.blocks.causal import CachedPad
 
 MAX_BANDS = 64
 
@@ -97,18 +101,23 @@ class PQMF(Filterbank):
     analysis_weight: torch.Tensor
     synthesis_weight: torch.Tensor
 
-    def __init__(self, bands: int, attenuation: float):
+    def __init__(self, bands: int, attenuation: float, causal: bool = False):
         super().__init__()
-        weights, self.padding = polyphase_filters(bands, attenuation)
+        weights, pad = polyphase_filters(bands, attenuation)
         self.bands = bands
         self.attenuation = attenuation
+        self.causal = causal
+        self.padding = 0 if causal else pad  # in folded frames, each side
+        self.delay = 2 * pad * bands if causal else 0
+        self.analysis_pad = CachedPad(2 * pad if causal else 0)
+        self.synthesis_pad = CachedPad(2 * pad if causal else 0)
         # Synthesis is the adjoint of analysis times M: swap bands and phases, reverse time.
         synthesis = bands * weights.transpose(1, 0, 2)[..., ::-1]
         self.register_buffer("analysis_weight", _as_conv2d(weights), persistent=False)
         self.register_buffer("synthesis_weight", _as_conv2d(synthesis), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"bands={self.bands}, attenuation={self.attenuation}"
+        return f"bands={self.bands}, attenuation={self.attenuation}, causal={self.causal}"
 
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 3:
@@ -123,6 +132,7 @@ class PQMF(Filterbank):
         frames = length // self.bands
         # [B·C, T] → [B·C, M phases, 1, T/M] as a channels-last view (no copy).
         folded = x.reshape(batch * channels, 1, frames, self.bands).permute(0, 3, 1, 2)
+        folded = self.analysis_pad(folded)
         y = F.conv2d(folded, self.analysis_weight.to(x.dtype), padding=(0, self.padding))
         return y.reshape(batch, channels * self.bands, frames)
 
@@ -134,6 +144,7 @@ class PQMF(Filterbank):
         channels = channels_bands // self.bands
         bands = y.reshape(batch * channels, self.bands, 1, frames)
         bands = bands.contiguous(memory_format=torch.channels_last)
+        bands = self.synthesis_pad(bands)
         phases = F.conv2d(bands, self.synthesis_weight.to(y.dtype), padding=(0, self.padding))
         # [B·C, M phases, 1, T/M] channels-last is [B·C, T/M, M] in memory: unfold for free.
         return phases.permute(0, 2, 3, 1).reshape(batch, channels, frames * self.bands)
@@ -170,9 +181,14 @@ class PQMFSpec:
     attenuation: float = param(
         100.0, doc="stopband attenuation of the prototype in dB", validator=between(20, 200)
     )
+    causal: bool = param(
+        False,
+        doc="causal filters that can stream (also set by the model's `causal`): the output "
+        "lags the input by the filters' length",
+    )
 
     def build(self, ctx: BuildContext) -> PQMF:
-        return PQMF(self.bands, float(self.attenuation))
+        return PQMF(self.bands, float(self.attenuation), self.causal or ctx.causal)
 
 
 @attrs.frozen(kw_only=True)

@@ -49,8 +49,10 @@ class Autoencoder(AudioModel):
         channels: int,
         pad: PadMode,
         default_length: int,
+        causal: bool = False,
     ):
         super().__init__()
+        self.causal = causal  # built from causal components: it can stream
         self.filterbank = filterbank
         self.encoder = encoder
         self.bottleneck = bottleneck
@@ -65,6 +67,20 @@ class Autoencoder(AudioModel):
             *(int(getattr(m, "frame_multiple", 1)) for m in (encoder, bottleneck, decoder))
         )
         self.default_length = default_length
+
+    @property
+    def delay(self) -> int:
+        """Samples the output lags the input by (a causal filterbank's), compensated in
+        `forward`; streaming, it is part of the latency."""
+        return int(getattr(self.filterbank, "delay", 0)) if self.filterbank is not None else 0
+
+    def forward(self, x: torch.Tensor) -> interfaces.ModelOutput:
+        """The reconstruction aligned with `x`: a causal model with a delay D hears D samples
+        of silence after `x`, and its first D output samples are dropped."""
+        delay, length = self.delay, x.shape[-1]
+        z, terms = self.encode(F.pad(x, (0, delay)) if delay else x)
+        y = self.decode(z, length + delay)
+        return interfaces.ModelOutput(y[..., delay:], z, terms)
 
     def padded_length(self, length: int) -> int:
         """The length the encoder's input is padded to: a multiple of bands·hop, or of bands."""
@@ -115,6 +131,12 @@ class AutoencoderSpec:
     encoder: EncoderRef = param(doc="maps the (subband) audio to the bottleneck's input channels")
     bottleneck: BottleneckRef = param(doc="turns the encoder's features into the latent")
     decoder: DecoderRef = param(doc="maps the latent back to (subband) audio")
+    causal: bool = param(
+        False,
+        doc="build every component in its causal, streamable form (each output sample depends "
+        "on past and present input only), so the model can run chunk by chunk with cached "
+        "state (`lyra export --streaming`); components with no causal form are an error",
+    )
     pad: PadMode = param(
         "hop",
         doc="hop: pad the input to a multiple of bands·hop_length, so every latent frame sees "
@@ -137,6 +159,8 @@ class AutoencoderSpec:
         )
 
     def build(self, ctx: BuildContext) -> AudioModel:
+        if self.causal:
+            ctx = attrs.evolve(ctx, causal=True)
         bottleneck = self.bottleneck.build(ctx)
         filterbank = self.filterbank.build(ctx) if self.filterbank is not None else None
         bands = int(getattr(filterbank, "bands", 1)) if filterbank is not None else 1
@@ -155,7 +179,14 @@ class AutoencoderSpec:
                 "the decoder's strides must multiply to the encoder's",
             )
         model = Autoencoder(
-            filterbank, encoder, bottleneck, decoder, ctx.channels, self.pad, ctx.segment_length
+            filterbank,
+            encoder,
+            bottleneck,
+            decoder,
+            ctx.channels,
+            self.pad,
+            ctx.segment_length,
+            causal=ctx.causal,
         )
         if self.pad == "bands" and model.frame_multiple > 1:
             raise BuildError(

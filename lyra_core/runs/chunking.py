@@ -4,6 +4,10 @@ Long audio runs in chunks of `chunk` latent frames, each with `context` frames o
 latent) on both sides that the model sees but whose output is discarded, except for a
 raised-cosine crossfade `context / 2` frames wide centred on each seam. When 3/4 of the context
 covers the model's receptive field, the chunked result equals the one-pass result.
+
+A causal model whose output lags its input by `delay` samples (a causal filterbank) encodes its
+input followed by `delay` samples of silence, and its decoded audio drops the first `delay`
+samples, so reconstructions line up with the input.
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ def encode_audio(loaded: LoadedModel, audio: torch.Tensor, chunking: Chunking) -
         return encode_codes(loaded, audio, chunking)[0]
     if loaded.single_vector:
         return model.encode(audio.to(loaded.device))[0].cpu()
+    audio = torch.nn.functional.pad(audio, (0, loaded.delay))
     frames = math.ceil(audio.shape[-1] / hop)
     x = torch.nn.functional.pad(audio, (0, frames * hop - audio.shape[-1]))
     chunk, context = chunking.frames(loaded)
@@ -120,6 +125,7 @@ def encode_codes(
     """
     quantizer, hop = loaded.quantizer, loaded.hop_length
     assert quantizer is not None
+    audio = torch.nn.functional.pad(audio, (0, loaded.delay))
     frames = math.ceil(audio.shape[-1] / hop)
     x = torch.nn.functional.pad(audio, (0, frames * hop - audio.shape[-1]))
     chunk, context = chunking.frames(loaded)
@@ -141,7 +147,7 @@ def decode_latent(
     chunk, context = chunking.frames(loaded)
     y = overlapped(
         lambda s: model.decode(s, s.shape[-1] * hop), z, 1, hop, chunk, context, loaded.device
-    )
+    )[..., loaded.delay :]
     return y if length is None else y[..., :length]
 
 

@@ -154,6 +154,11 @@ class LoadedModel:
         return int(self.model.hop_length)
 
     @property
+    def delay(self) -> int:
+        """Samples a causal model's output lags its input (0 for most models)."""
+        return int(getattr(self.model, "delay", 0))
+
+    @property
     def bottleneck(self) -> Bottleneck:
         found = find_bottleneck(self.model)
         if found is None:

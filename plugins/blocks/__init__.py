@@ -6,6 +6,10 @@ multiple of s.
 
 Blocks here: `residual_unit`, `encoder_block`, `decoder_block`, `noise_injection` (SNAC); the
 windowed attention block `local_attention` lives in plugins/attention.py.
+
+`causal` (or the model's `causal`, through the build context) builds every conv of a block in
+its causal, streamable form (plugins/causal.py): padded on the left only, transposed convs
+overlap-added between chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 from lyra_core import ActivationRef, BuildContext, BuildError, hookimpl, param
 from lyra_core.validators import MAX_FACTOR, odd, positive_ints, size
 from lyra_plugins.activations import SnakeSpec
+from lyra_plugins.blocks.causal import CausalConv1d, CausalConvTranspose1d
 
 DownPadding = Literal["symmetric", "asymmetric"]
 
@@ -54,11 +59,20 @@ def conv(
     output_padding: int = 0,
     groups: int = 1,
     bias: bool = True,
+    causal: bool = False,
 ) -> nn.Module:
     """A Conv1d (or ConvTranspose1d), "same" padded by default, optionally weight-normalised.
 
     A (left, right) `padding` pads unevenly (`AsymmetricConv1d`, same parameters as a Conv1d).
+    `causal`: padded on the left only and streamable (`padding` is then ignored).
     """
+    if causal:
+        kind = CausalConvTranspose1d if transposed else CausalConv1d
+        extra = {} if transposed else {"dilation": dilation}
+        layer = kind(
+            in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias, **extra
+        )
+        return _weight_norm(layer) if weight_norm else layer
     if padding is None:
         padding = dilation * (kernel_size - 1) // 2
     if transposed:
@@ -97,11 +111,13 @@ def strided_conv(
     weight_norm: bool,
     padding: DownPadding = "symmetric",
     bias: bool = True,
+    causal: bool = False,
 ) -> nn.Module:
     """Downsample by `stride` with kernel 2·stride (stride 1: a k3 conv). Padding "symmetric":
-    ceil(stride/2) each side (DAC, SNAC); "asymmetric": stride−1 left, stride right (RAVE)."""
+    ceil(stride/2) each side (DAC, SNAC); "asymmetric": stride−1 left, stride right (RAVE);
+    causal: stride on the left."""
     if stride == 1:
-        return conv(in_channels, out_channels, 3, weight_norm=weight_norm, bias=bias)
+        return conv(in_channels, out_channels, 3, weight_norm=weight_norm, bias=bias, causal=causal)
     pad = math.ceil(stride / 2) if padding == "symmetric" else (stride - 1, stride)
     return conv(
         in_channels,
@@ -111,16 +127,34 @@ def strided_conv(
         padding=pad,
         weight_norm=weight_norm,
         bias=bias,
+        causal=causal,
     )
 
 
 def transposed_conv(
-    in_channels: int, out_channels: int, stride: int, weight_norm: bool, bias: bool = True
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    weight_norm: bool,
+    bias: bool = True,
+    causal: bool = False,
 ) -> nn.Module:
     """Upsample T -> T·stride: kernel 2·stride, padding ceil(stride/2), output padding stride%2
-    (for even strides RAVE's padding stride//2 is the same)."""
+    (for even strides RAVE's padding stride//2 is the same); causal: the first T·stride samples
+    of the full output."""
     if stride == 1:
-        return conv(in_channels, out_channels, 3, weight_norm=weight_norm, bias=bias)
+        return conv(in_channels, out_channels, 3, weight_norm=weight_norm, bias=bias, causal=causal)
+    if causal:
+        return conv(
+            in_channels,
+            out_channels,
+            2 * stride,
+            stride=stride,
+            transposed=True,
+            weight_norm=weight_norm,
+            bias=bias,
+            causal=True,
+        )
     return conv(
         in_channels,
         out_channels,
@@ -138,11 +172,18 @@ class ResizeConv(nn.Sequential):
     """Nearest-neighbour upsampling by `stride`, then a "same" conv of kernel 2·stride + 1."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, weight_norm: bool, bias: bool = True
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        weight_norm: bool,
+        bias: bool = True,
+        causal: bool = False,
     ):
+        k = 2 * stride + 1
         super().__init__(
             nn.Upsample(scale_factor=stride, mode="nearest"),
-            conv(in_channels, out_channels, 2 * stride + 1, weight_norm=weight_norm, bias=bias),
+            conv(in_channels, out_channels, k, weight_norm=weight_norm, bias=bias, causal=causal),
         )
 
 
@@ -172,6 +213,7 @@ class ResidualUnit(nn.Module):
         weight_norm: bool,
         depthwise: bool = False,
         bias: bool = True,
+        causal: bool = False,
     ):
         super().__init__()
         self.act1 = activation.build(ctx, channels=channels)
@@ -183,6 +225,7 @@ class ResidualUnit(nn.Module):
             weight_norm=weight_norm,
             groups=channels if depthwise else 1,
             bias=bias,
+            causal=causal,
         )
         self.act2 = activation.build(ctx, channels=channels)
         self.conv2 = conv(channels, channels, 1, weight_norm=weight_norm, bias=bias)
@@ -205,6 +248,7 @@ def residual_units(
             spec.weight_norm,
             spec.depthwise,
             spec.bias,
+            spec.causal or ctx.causal,
         )
         for d in dilations
     ]
@@ -212,6 +256,10 @@ def residual_units(
 
 DEPTHWISE_DOC = "groups = channels in the dilated convs (SNAC)"
 BIAS_DOC = "give every conv a bias (RAVE: none)"
+CAUSAL_DOC = (
+    "causal, streamable convs: padded on the left only, so no output depends on later input "
+    "(also set by the model's `causal`)"
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -224,6 +272,7 @@ class ResidualUnitSpec:
     weight_norm: bool = param(False, doc="weight-normalise both convs")
     depthwise: bool = param(False, doc=DEPTHWISE_DOC)
     bias: bool = param(True, doc=BIAS_DOC)
+    causal: bool = param(False, doc=CAUSAL_DOC)
 
     def build(
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int = 1
@@ -242,6 +291,7 @@ class NoiseInjectionSpec:
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int = 1
     ) -> nn.Module:
         _check_same_shape("noise_injection", in_channels, out_channels, stride)
+        _refuse_noise_when_causal("noise_injection", ctx)
         return NoiseInjection(in_channels, self.weight_norm)
 
 
@@ -261,6 +311,7 @@ class ResampleBlockSpec:
     weight_norm: bool = param(False, doc="weight-normalise every conv of the block")
     depthwise: bool = param(False, doc=DEPTHWISE_DOC)
     bias: bool = param(True, doc=BIAS_DOC)
+    causal: bool = param(False, doc=CAUSAL_DOC)
 
 
 @attrs.frozen(kw_only=True)
@@ -281,7 +332,13 @@ class EncoderBlockSpec(ResampleBlockSpec):
             *residual_units(ctx, in_channels, self, self.dilations),
             self.activation.build(ctx, channels=in_channels),
             strided_conv(
-                in_channels, out_channels, stride, self.weight_norm, self.padding, self.bias
+                in_channels,
+                out_channels,
+                stride,
+                self.weight_norm,
+                self.padding,
+                self.bias,
+                self.causal or ctx.causal,
             ),
         )
 
@@ -309,12 +366,17 @@ class DecoderBlockSpec(ResampleBlockSpec):
         self, ctx: BuildContext, in_channels: int, out_channels: int, stride: int
     ) -> nn.Module:
         _check_stride(stride, "decoder_block")
+        causal = self.causal or ctx.causal
+        if self.noise:
+            _refuse_noise_when_causal("decoder_block.noise", ctx, causal)
         if self.upsample == "resize":
             up: nn.Module = ResizeConv(
-                in_channels, out_channels, stride, self.weight_norm, self.bias
+                in_channels, out_channels, stride, self.weight_norm, self.bias, causal
             )
         else:
-            up = transposed_conv(in_channels, out_channels, stride, self.weight_norm, self.bias)
+            up = transposed_conv(
+                in_channels, out_channels, stride, self.weight_norm, self.bias, causal
+            )
         noise = [NoiseInjection(out_channels, self.weight_norm)] if self.noise else []
         width = in_channels if self.order == "units_first" else out_channels
         units = residual_units(ctx, width, self, self.dilations)
@@ -330,6 +392,15 @@ def _check_same_shape(name: str, in_channels: int, out_channels: int, stride: in
             name,
             f"keeps its width and length: needs in_channels == out_channels and stride 1, "
             f"got {in_channels} -> {out_channels}, stride {stride}",
+        )
+
+
+def _refuse_noise_when_causal(name: str, ctx: BuildContext, causal: bool = False) -> None:
+    if causal or ctx.causal:
+        raise BuildError(
+            name,
+            "draws fresh noise on every pass, so a stream cannot equal the offline pass: turn "
+            "the noise off in a causal model",
         )
 
 
