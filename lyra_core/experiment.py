@@ -27,7 +27,9 @@ from lyra_core.validators import (
     MAX_SAMPLES,
     MAX_WORKERS,
     between,
+    each,
     non_negative,
+    open_fraction,
     size,
 )
 
@@ -103,6 +105,17 @@ class PhaseSpec:
     )
     frozen: tuple[str, ...] = param(
         (), doc="model submodules kept fixed in this phase, by name (e.g. 'encoder')"
+    )
+    lr_factor: float = param(
+        1.0,
+        doc="the generator's learning rate in this phase, as a factor on the optimizer's "
+        "(after its scheduler); the optimizer's state carries over between phases",
+        validator=between(0, 1e3),
+    )
+    betas: tuple[float, float] | None = param(
+        None,
+        doc="the generator's Adam betas in this phase (none: the optimizer's own)",
+        validator=each(open_fraction, min_items=2, max_items=2),
     )
 
 

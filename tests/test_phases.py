@@ -166,3 +166,30 @@ def test_discriminator_is_untouched_before_its_phase(tmp_path):
     last = load(run_dir / "checkpoints" / "last.pt")["adversarial"]["discriminator"]
     assert all(torch.equal(first[k], last[k]) for k in first)
     assert load(run_dir / "checkpoints" / "last.pt")["adversarial"]["optimizer"]["state"] == {}
+
+
+def test_a_phases_learning_rate_factor_and_betas(tmp_path):
+    phases = [
+        {"name": "warm", "until": 2},
+        {"name": "still", "until": 4, "lr_factor": 0.0, "betas": [0.0, 0.5]},
+        {"name": "on", "betas": [0.7, 0.8]},
+    ]
+    rec, run_dir = run_spec(tmp_path, {"steps": 5, "phases": phases, "checkpoint_every": 1})
+    s2, s4, s5 = (rec.steps[i]["model"] for i in (2, 4, 5))
+    assert changed(s2, s4, "") == set()  # a factor of 0: no update in 'still'
+    assert changed(s4, s5, "encoder.")
+    assert [rec.metrics[i]["lr"] for i in (2, 3, 4, 5)] == pytest.approx([0.001, 0, 0, 0.001])
+    state = load(run_dir / "checkpoints" / "last.pt")["optimizer"]
+    assert state["param_groups"][0]["betas"] == (0.7, 0.8)
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.001)  # the scheduler's own value
+
+
+def test_a_frozen_phase_keeps_the_optimizer_state_of_what_it_freezes(tmp_path):
+    phases = [{"until": 2}, {"until": 4, "frozen": ["decoder"]}, {}]
+    rec, run_dir = run_spec(tmp_path, {"steps": 5, "phases": phases})
+    names = [name for name, _ in rec.model.named_parameters()]  # the optimizer's order
+    state = load(run_dir / "checkpoints" / "last.pt")["optimizer"]["state"]
+    steps: dict[str, set[int]] = {}
+    for index, saved in state.items():
+        steps.setdefault(names[index].split(".")[0], set()).add(int(saved["step"]))
+    assert steps["encoder"] == {5} and steps["decoder"] == {3}  # 2 before, 1 after: none lost

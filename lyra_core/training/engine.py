@@ -251,6 +251,7 @@ class Trainer:
     def train_step(self, batches: Iterator[torch.Tensor], usable: int) -> dict[str, float] | None:
         """One optimizer step over `accumulate` batches; None if it was skipped (non-finite)."""
         phase = self.schedule.enter(self.step)
+        self.generator.enter(phase)
         means = StepMeans(self.spec.training.accumulate)
         self.generator.optimizer.zero_grad(set_to_none=True)
         finite = True

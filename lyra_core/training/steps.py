@@ -124,6 +124,15 @@ class GeneratorStep:
         fp16 = spec.precision == "fp16" and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=fp16)
         self.balancer = GradientBalancer(spec.balancer) if spec.balancer else None
+        self.lr_factor = 1.0
+        self.betas = [g.get("betas") for g in self.optimizer.param_groups]  # the optimizer's own
+
+    def enter(self, phase: Phase) -> None:
+        """Take the phase's optimizer settings: its learning-rate factor and betas."""
+        self.lr_factor = phase.spec.lr_factor
+        for group, own in zip(self.optimizer.param_groups, self.betas, strict=True):
+            if own is not None:
+                group["betas"] = tuple(phase.spec.betas) if phase.spec.betas else own
 
     def wrap(self, wrap: Wrap, compile: bool) -> None:
         """Train through torch.compile and DDP (after any checkpoint is loaded)."""
@@ -169,7 +178,12 @@ class GeneratorStep:
         if not finite or (not self.scaler.is_enabled() and not torch.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
+        scheduled = [g["lr"] for g in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.lr_factor
         self.scaler.step(self.optimizer)
+        for group, lr in zip(self.optimizer.param_groups, scheduled, strict=True):
+            group["lr"] = lr  # the scheduler's own value, exactly
         self.scaler.update()
         if self.scheduler:
             self.scheduler.step()
@@ -177,7 +191,8 @@ class GeneratorStep:
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The learning rate of the next update (the phase's factor included)."""
+        return self.optimizer.param_groups[0]["lr"] * self.lr_factor
 
     def state_dict(self) -> dict[str, Any]:
         return {
