@@ -98,8 +98,20 @@ def interpolate_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     from lyra_core.inference import export
 
+    if args.chunk_samples is not None and not (args.streaming and args.format == "onnx"):
+        raise LyraError(
+            "--chunk-samples: only for --streaming --format onnx (an ONNX step has a fixed "
+            "length; the streaming TorchScript takes any multiple of the hop)"
+        )
     loaded = loaded_model(args)
-    if args.format == "onnx":
+    if args.streaming:
+        from lyra_core.inference import stream_export
+
+        if args.format == "onnx":
+            written = stream_export.export_streaming_onnx(loaded, args.output, args.chunk_samples)
+        else:
+            written = [stream_export.export_streaming_torchscript(loaded, args.output)]
+    elif args.format == "onnx":
         written = export.export_onnx(loaded, args.output)
     else:
         written = [export.export_torchscript(loaded, args.output)]
@@ -182,6 +194,18 @@ def _add_model_commands(sub: Any) -> None:
     p = add_command(sub, "export", export_command, help=text)
     add_run_options(p, audio_out=False)
     p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="a causal model's streaming form: TorchScript with encode/decode/forward/reset for "
+        "nn~-style hosts, or (--format onnx) one step with its state as inputs and outputs",
+    )
+    p.add_argument(
+        "--chunk-samples",
+        type=bounded(int, 1, 2**24),
+        help="samples per ONNX streaming step, a multiple of hop × frame multiple "
+        "(default: 2048 rounded up to one)",
+    )
     p.add_argument(
         "-o", "--output", required=True, metavar="FILE", type=output_file, help="e.g. model.ts"
     )
