@@ -226,6 +226,42 @@ def test_file_urls_and_pipe_commands_read_the_same_examples(synthetic_shards):
     assert sorted(epoch) == list(range(48))
 
 
+def hand_made_shard(path: Path, examples: list[np.ndarray]) -> Path:
+    """A shard written with tarfile and numpy alone, as another tool might write it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for key, audio in enumerate(examples):
+            for ext, data in (("npy", npy_bytes(audio)), ("json", b"{}")):
+                info = tarfile.TarInfo(f"sample{key:04d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def npy_bytes(audio: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, audio)
+    return buffer.getvalue()
+
+
+def test_shards_written_elsewhere_are_read_or_refused(synthetic_shards, tmp_path):
+    index = str(synthetic_shards / "index.json")  # lists train-000000.tar with 5 examples
+    audio = np.random.default_rng(0).standard_normal((5, 1, LENGTH)).astype(np.float32)
+    fortran = [np.asfortranarray(a) for a in audio]  # another header: parsed, not matched
+    shard = hand_made_shard(tmp_path / "f" / "train-000000.tar", fortran)
+    got = list(ShardsSpec(urls=(str(shard),), index=index).build(CTX, "train"))
+    assert all(np.array_equal(g.numpy(), a) for g, a in zip(got, audio, strict=True))
+    wrongs = [(audio.astype(np.float64), "float64 [1, 1024]"), (audio[..., :7], "float32 [1, 7]")]
+    for number, (wrong, what) in enumerate(wrongs):
+        shard = hand_made_shard(tmp_path / f"w{number}" / "train-000000.tar", list(wrong))
+        data = ShardsSpec(urls=(str(shard),), index=index).build(CTX, "train")
+        with pytest.raises(LyraError, match=re.escape(f"sample0000 is {what}, but the spec")):
+            list(data)
+    short = hand_made_shard(tmp_path / "short" / "train-000000.tar", list(audio[:3]))
+    with pytest.raises(LyraError, match="holds 3 examples, fewer than the 5 its index lists"):
+        list(ShardsSpec(urls=(str(short),), index=index).build(CTX, "train"))
+
+
 def test_a_failing_pipe_command_is_one_clear_error(synthetic_shards, tmp_path):
     index = str(synthetic_shards / "index.json")
     missing = tmp_path / "gone" / "train-000000.tar"
@@ -325,7 +361,9 @@ def test_uneven_shards_give_every_rank_the_same_steps(synthetic_shards):
     assert [len(s) for s in left_out] == [5, 5] and left_out[0] != left_out[1]
 
 
-@pytest.mark.parametrize(("rank", "world", "workers", "buffer"), [(1, 2, 2, 4), (0, 1, 0, 0)])
+@pytest.mark.parametrize(
+    ("rank", "world", "workers", "buffer"), [(1, 2, 2, 4), (0, 1, 0, 0), (0, 1, 2, 100)]
+)
 def test_a_resumed_stream_continues_with_the_same_batches(
     synthetic_shards, rank, world, workers, buffer
 ):

@@ -23,7 +23,7 @@ given the same shards, batch size, world size and num_workers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence, Set
+from collections.abc import Container, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -84,7 +84,7 @@ class ShardedData(Protocol):
     shuffle_buffer: int
 
     def read_shard(
-        self, shard: int, start: int, stop: int, skip: Set[int]
+        self, shard: int, start: int, stop: int, skip: Container[int]
     ) -> Iterator[tuple[int, torch.Tensor]]: ...
 
 
@@ -142,19 +142,92 @@ class ShardPlan:
                 break
         return pieces
 
-    def emission(self, epoch: int, reader: int) -> np.ndarray:
-        """The order a reader yields its chunk in: positions in the chunk, shuffled through a
-        buffer of `buffer` examples (a random held one goes out as each new one comes in)."""
-        n = self.chunk
-        if self.buffer <= 1 or n <= 1:
-            return np.arange(n)
-        rng = np.random.default_rng(derive_seed(self.seed, "shuffle", epoch, self.rank, reader))
-        size = min(self.buffer, n)
-        held, out = list(range(size)), []
-        for i, j in zip(range(size, n), rng.integers(0, size, n - size).tolist(), strict=True):
-            out.append(held[j])
-            held[j] = i
-        return np.asarray(out + rng.permutation(held).tolist())
+    def order(self, epoch: int, reader: int) -> BufferOrder:
+        seed = derive_seed(self.seed, "shuffle", epoch, self.rank, reader)
+        return BufferOrder(self.chunk, self.buffer, seed)
+
+
+class BufferOrder:
+    """The order a reader yields its chunk of `n` examples in, as positions in the chunk, one at
+    a time (`current`, then `advance()`): with `size` > 1, each example that comes in goes into
+    a buffer of that many and a random held one goes out, and once all have come in the rest go
+    out in random order (webdataset's shuffle); otherwise in stored order."""
+
+    DRAWS = 4096  # random picks drawn at once
+
+    def __init__(self, n: int, size: int, seed: int):
+        self.n, self.size, self.emitted = n, min(size, n) if size > 1 else 1, 0
+        self.rng = np.random.default_rng(seed)
+        self.held, self.next_in = list(range(self.size)), self.size
+        self.draws: list[int] = []
+        self.tail: list[int] | None = None  # the shuffled rest, once every example came in
+        self.current: int | None = None
+        self.advance()
+
+    def advance(self) -> None:
+        """Move `current` to the next position to go out (None after the last)."""
+        if self.size == 1:
+            self.current = self.emitted if self.emitted < self.n else None
+        elif self.next_in < self.n:
+            if not self.draws:
+                self.draws = self.rng.integers(0, self.size, self.DRAWS).tolist()[::-1]
+            j = self.draws.pop()
+            self.current, self.held[j] = self.held[j], self.next_in
+            self.next_in += 1
+        else:
+            if self.tail is None:
+                self.tail = self.rng.permutation(self.held).tolist()[::-1]
+            self.current = self.tail.pop() if self.tail else None
+        self.emitted += 1
+
+    def skip(self, k: int) -> None:
+        """Let the first `k` positions go out unread (a resumed stream)."""
+        if self.size == 1:  # in stored order: straight there
+            self.emitted = k
+            self.advance()
+            return
+        for _ in range(k):
+            self.advance()
+
+    def pending(self) -> Pending:
+        """The positions still to go out: those not read yet, and those held."""
+        if self.size == 1:
+            return Pending(self.n if self.current is None else self.current, np.empty(0, int))
+        held = self.tail if self.tail is not None else self.held
+        current = [] if self.current is None else [self.current]
+        return Pending(self.next_in, np.sort(np.asarray([*held, *current], dtype=np.int64)))
+
+
+@attrs.frozen
+class Pending:
+    """Positions still to go out: all from `first` on, and `held` (sorted) below it."""
+
+    first: int
+    held: np.ndarray
+
+    def start(self, lo: int, hi: int) -> int | None:
+        """The first pending position in [lo, hi), or None."""
+        at = int(np.searchsorted(self.held, lo))
+        below = int(self.held[at]) if at < len(self.held) and self.held[at] < hi else None
+        above = max(lo, self.first) if max(lo, self.first) < hi else None
+        return min((p for p in (below, above) if p is not None), default=None)
+
+    def __contains__(self, position: int) -> bool:
+        if position >= self.first:
+            return True
+        at = int(np.searchsorted(self.held, position))
+        return at < len(self.held) and int(self.held[at]) == position
+
+
+@attrs.frozen
+class _Gone:
+    """Shard numbers whose positions are not pending: what a resumed reader skips."""
+
+    pending: Pending
+    shift: int  # position - shard number
+
+    def __contains__(self, number: object) -> bool:
+        return isinstance(number, int) and number + self.shift not in self.pending
 
 
 def reader_batches_before(batch: int, reader: int, readers: int) -> int:
@@ -188,32 +261,31 @@ class ShardStream(IterableDataset):
 
     def _epoch(self, epoch: int, reader: int, skipped: int) -> Iterator[torch.Tensor]:
         """The reader's batches of `epoch`, leaving out its first `skipped` examples."""
-        order = self.plan.emission(epoch, reader)
-        gone = set(order[:skipped].tolist())
         batch: list[torch.Tensor] = []
-        for x in self._examples(epoch, reader, order, skipped, gone):
+        for x in self._examples(epoch, reader, skipped):
             batch.append(x)
             if len(batch) == self.plan.per_rank:
                 yield torch.stack(batch)
                 batch = []
 
-    def _examples(
-        self, epoch: int, reader: int, order: np.ndarray, k: int, gone: set[int]
-    ) -> Iterator[torch.Tensor]:
-        """The chunk's examples in `order` from its k-th on; `gone` are the positions of the
-        ones before (not decoded). At most `buffer` examples are held at once."""
+    def _examples(self, epoch: int, reader: int, skipped: int) -> Iterator[torch.Tensor]:
+        """The chunk's examples in the reader's order from its `skipped`-th on; those before are
+        not decoded. At most about `buffer` examples are held at once."""
+        order = self.plan.order(epoch, reader)
+        order.skip(skipped)
+        pending = order.pending()
         held: dict[int, torch.Tensor] = {}
         for piece in self.plan.pieces(epoch, reader):
-            span = range(piece.at, piece.at + piece.stop - piece.start)
-            skip = {p - piece.at + piece.start for p in gone if p in span}
-            if len(skip) == len(span):
+            first = pending.start(piece.at, piece.at + piece.stop - piece.start)
+            if first is None:
                 continue
-            for number, x in self.data.read_shard(piece.shard, piece.start, piece.stop, skip):
-                held[piece.at + number - piece.start] = x
-                while k < len(order) and int(order[k]) in held:
-                    yield held.pop(int(order[k]))
-                    k += 1
-        if k < len(order):
+            gone, shift = _Gone(pending, piece.at - piece.start), piece.at - piece.start
+            for number, x in self.data.read_shard(piece.shard, first - shift, piece.stop, gone):
+                held[number + shift] = x
+                while order.current in held:
+                    yield held.pop(order.current)
+                    order.advance()
+        if order.current is not None:
             raise LyraError(
                 "the shards gave fewer examples than their index lists; prepare them again"
             )

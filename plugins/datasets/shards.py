@@ -24,6 +24,7 @@ to give every rank the same number of batches (lyra_core.training.data).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -33,7 +34,7 @@ import shlex
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator, Sequence, Set
+from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
@@ -200,24 +201,53 @@ class _Pipe:
         self.errors.close()
 
 
-def _read_npy(f: IO[bytes], url: str, key: str, shape: tuple[int, int]) -> torch.Tensor:
-    version = np.lib.format.read_magic(f)
-    read_header = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
+@functools.cache
+def npy_header(shape: tuple[int, int]) -> bytes:
+    """The .npy header NumPy writes before float32 audio of `shape` (what `write_shards` writes)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, np.lib.format.header_data_from_array_1_0(np.empty(shape, np.float32))
     )
-    found, fortran, dtype = read_header(f)
-    if tuple(found) != shape or dtype != np.float32:
-        raise LyraError(
-            f"shard {url}: example {key} is {dtype} {list(found)}, but the spec's data is "
-            f"float32 {list(shape)} ([data.channels, data.segment_length]); prepare the "
-            "shards with this spec's data format"
-        )
-    out = np.empty(shape[::-1] if fortran else shape, dtype=np.float32)
+    return buffer.getvalue()
+
+
+def _read_npy(f: IO[bytes], size: int, url: str, key: str, shape: tuple[int, int]) -> torch.Tensor:
+    """An example's audio from the `size` bytes of its member at `f`; a header other than the
+    one `write_shards` writes is parsed."""
+    expected = npy_header(shape)
+    out = np.empty(shape, dtype=np.float32)
+    if size != len(expected) + out.nbytes:
+        return _parse_npy(f.read(size), url, key, shape)
+    start = f.read(len(expected))
+    if start != expected:
+        return _parse_npy(start + f.read(size - len(start)), url, key, shape)
     if f.readinto(memoryview(out).cast("B")) != out.nbytes:
         raise LyraError(f"shard {url}: example {key} is cut short; prepare the shards again")
-    return torch.from_numpy(out.T if fortran else out)
+    return torch.from_numpy(out)
+
+
+def _member_data(tar: tarfile.TarFile, member: tarfile.TarInfo, local: bool) -> IO[bytes]:
+    """A file at `member`'s data: a local archive itself (a copy fewer than extractfile's)."""
+    if local and tar.fileobj is not None:
+        tar.fileobj.seek(member.offset_data)
+        return tar.fileobj
+    f = tar.extractfile(member)
+    assert f is not None
+    return f
+
+
+def _parse_npy(data: bytes, url: str, key: str, shape: tuple[int, int]) -> torch.Tensor:
+    try:
+        audio = np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise LyraError(f"shard {url}: example {key} is not a readable .npy ({exc})") from None
+    if audio.shape != shape or audio.dtype != np.float32:
+        raise LyraError(
+            f"shard {url}: example {key} is {audio.dtype} {list(audio.shape)}, but the spec's "
+            f"data is float32 {list(shape)} ([data.channels, data.segment_length]); prepare "
+            "the shards with this spec's data format"
+        )
+    return torch.from_numpy(np.array(audio))
 
 
 def _open(url: str, pipe: _Pipe | None) -> tarfile.TarFile:
@@ -231,7 +261,7 @@ def _open(url: str, pipe: _Pipe | None) -> tarfile.TarFile:
 
 
 def read_tar(
-    url: str, start: int, stop: int | None, skip: Set[int], shape: tuple[int, int]
+    url: str, start: int, stop: int | None, skip: Container[int], shape: tuple[int, int]
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """`(number, example)` for the examples start <= number < stop of one shard, in stored
     order, leaving out (without decoding) the numbers in `skip`; stop None: to the end."""
@@ -250,9 +280,8 @@ def read_tar(
                     if stop is not None and number >= stop:
                         return  # the rest of the shard is someone else's
                 if ext == "npy" and number >= start and number not in skip:
-                    f = tar.extractfile(member)
-                    assert f is not None
-                    yield number, _read_npy(f, url, here, shape)
+                    f = _member_data(tar, member, pipe is None)
+                    yield number, _read_npy(f, member.size, url, here, shape)
         if pipe is not None:
             pipe.check()
     except (tarfile.TarError, EOFError, OSError) as exc:
@@ -283,7 +312,7 @@ class ShardsDataset(IterableDataset):
         return sum(self.shard_sizes)
 
     def read_shard(
-        self, shard: int, start: int, stop: int, skip: Set[int]
+        self, shard: int, start: int, stop: int, skip: Container[int]
     ) -> Iterator[tuple[int, torch.Tensor]]:
         return read_tar(self.urls[shard], start, stop, skip, self.shape)
 
