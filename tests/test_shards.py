@@ -147,6 +147,20 @@ def test_prepare_writes_the_folder_datasets_examples_as_shards(tmp_path, capsys)
     )
     with pytest.raises(LyraError, match=r"train-0000\d\d.tar \('.*'\) is not listed in the index"):
         sharded.data.dataset.build(sharded.context(REGISTRY), "train")
+    last = len(index["splits"]["train"]["shards"]) - 1
+    stats = write_spec(tmp_path / "t.json", shards_spec, segment_length=LENGTH)
+    text = stats.read_text().replace("000099", f"{last:06d}")
+    stats.write_text(text)
+    capsys.readouterr()
+    assert main(["data", "stats", str(stats)]) == 0
+    train, validation = capsys.readouterr().out.splitlines()
+    counts = {split: index["splits"][split]["examples"] for split in ("train", "validation")}
+    assert train.startswith(f"train: {counts['train']} examples in {last + 1} shard(s)")
+    assert validation.startswith(f"validation: {counts['validation']} examples in ")
+    assert main(["data", "prepare", str(stats), "--shards", str(tmp_path / "again")]) == 2
+    assert "only map-style datasets can be written as shards" in capsys.readouterr().err
+    assert main(["data", "prepare", str(spec), "--shard-size", "1"]) == 2
+    assert "--shard-size and --examples-per-shard need --shards DIR" in capsys.readouterr().err
 
 
 def test_the_shards_dataset_gives_the_folder_datasets_examples(tmp_path):
