@@ -419,7 +419,44 @@ def test_write_depths_formats_and_rates(tmp_path):
     with pytest.raises(LyraError, match="FLAC stores integers"):
         write_audio(tmp_path / "x.flac", x, 8000, bits="float")
     with pytest.raises(LyraError, match="unsupported output extension"):
-        write_audio(tmp_path / "x.mp3", x, 8000)
+        write_audio(tmp_path / "x.aiff", x, 8000)
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile writes no MP3")
+def test_mp3_keeps_rate_channels_length_and_the_tone(run_dir, tmp_path, capsys):
+    x = tone(0.5, 16000, freq=440.0)
+    stereo = np.stack([x, np.roll(x, 100)])
+    path = write_audio(tmp_path / "t.mp3", stereo, 16000)
+    info = sf.info(str(path))
+    assert (info.format, info.subtype, info.samplerate, info.channels) == (
+        "MP3",
+        "MPEG_LAYER_III",
+        16000,
+        2,
+    )
+    back = sf.read(path, dtype="float32", always_2d=True)[0].T
+    assert abs(back.shape[1] - x.size) <= 1152  # at most one MPEG frame of encoder padding
+    n = min(back.shape[1], x.size)
+    snr = 10 * np.log10((stereo[:, :n] ** 2).sum() / ((back[:, :n] - stereo[:, :n]) ** 2).sum())
+    assert snr > 10
+    resampled = write_audio(tmp_path / "r.mp3", x[None], 16000, output_rate=44100)
+    assert sf.info(str(resampled)).samplerate == 44100
+    for bits, kwargs, match in [
+        ("float", {}, "MP3 has no bit depth"),
+        ("24", {}, "MP3 has no bit depth"),
+        ("16", {"output_rate": 96000}, "resample with --rate 48000"),
+    ]:
+        with pytest.raises(LyraError, match=match):
+            write_audio(tmp_path / "x.mp3", x[None], 16000, bits=bits, **kwargs)
+    with pytest.raises(LyraError, match="one or two channels"):
+        write_audio(tmp_path / "x.mp3", np.zeros((3, 100), np.float32), 16000)
+
+    sf.write(tmp_path / "in.wav", tone(0.6), RATE)
+    args = ["--run", str(run_dir), "-o", str(tmp_path / "rec"), "--format", "mp3"]
+    code, _ = cli("reconstruct", str(tmp_path / "in.wav"), *args, capsys=capsys)
+    info = sf.info(str(tmp_path / "rec" / "in.mp3"))
+    assert code == 0 and (info.format, info.samplerate, info.channels) == ("MP3", RATE, 1)
+    assert abs(info.frames - 4800) <= 1152
 
 
 def test_cli_reports_user_errors_without_a_traceback(run_dir, tmp_path, capsys):

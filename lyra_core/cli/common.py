@@ -154,7 +154,9 @@ def add_run_options(p: argparse.ArgumentParser, audio_out: bool = True) -> None:
         help="audio each chunk sees on both sides, crossfaded at seams (default 0.5)",
     )
     if audio_out:
-        p.add_argument("--format", choices=("wav", "flac"), default="wav", help="default: wav")
+        p.add_argument(
+            "--format", choices=("wav", "flac", "mp3"), default="wav", help="default: wav"
+        )
         p.add_argument("--bits", choices=("16", "24", "float"), default="16", help="default: 16")
         p.add_argument("--no-dither", action="store_true", help="no TPDF dither when quantising")
         p.add_argument("--rate", type=rate, help="resample the output to this rate (Hz)")

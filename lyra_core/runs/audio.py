@@ -1,4 +1,4 @@
-"""Audio files: read anything soundfile decodes, write WAV/FLAC at a chosen depth.
+"""Audio files: read anything soundfile decodes, write WAV/FLAC at a chosen depth, or MP3.
 
 Training data (`audio_folder`) and inference read through the same functions. Channel rule
 (target `C` from a file's `N` channels):
@@ -14,11 +14,14 @@ Training data (`audio_folder`) and inference read through the same functions. Ch
 Resampling is band-limited (a 64-zero-crossing Kaiser sinc).
 Writing quantises float audio to 16 or 24 bits with TPDF dither (the sum of two independent
 uniform variables of ±½ LSB, so the error is signal-independent noise of ½ LSB RMS) or keeps
-32-bit float; it can resample to another rate first.
+32-bit float; it can resample to another rate first. MP3 (MPEG layer III, where the installed
+libsndfile encodes it) gets the float samples, clipped to [-1, 1]: it has no bit depth (16, the
+default, is accepted; 24 and float are refused) and no dither.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -33,7 +36,8 @@ from lyra_core.errors import LyraError
 
 BitDepth = Literal["16", "24", "float"]
 BIT_DEPTHS: tuple[str, ...] = ("16", "24", "float")
-FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+FORMATS = {".wav": "WAV", ".flac": "FLAC", ".mp3": "MP3"}
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # MPEG-1, 2 and 2.5
 MIN_RATE, MAX_RATE = 1_000, 768_000  # output sample rates, Hz
 BYTES_PER_SAMPLE = 32  # what writing one float sample costs at its peak (float64 dither, int32)
 
@@ -161,11 +165,48 @@ def output_format(path: Path, bits: BitDepth) -> tuple[str, str]:
         raise LyraError(f"{path}: unsupported output extension; use one of {', '.join(FORMATS)}")
     if bits not in BIT_DEPTHS:
         raise LyraError(f"bit depth {bits!r}: expected one of {', '.join(BIT_DEPTHS)}")
+    if fmt == "MP3":
+        return mp3_format(path, bits)
     if bits == "float":
         if fmt == "FLAC":
             raise LyraError(f"{path}: FLAC stores integers only; use --bits 16 or 24, or .wav")
         return fmt, "FLOAT"
     return fmt, f"PCM_{bits}"
+
+
+def mp3_format(path: Path, bits: BitDepth) -> tuple[str, str]:
+    """MP3's (format, subtype), if this libsndfile writes it and no bit depth is asked for."""
+    if "MP3" not in sf.available_formats():
+        raise LyraError(
+            f"{path}: the installed libsndfile ({sf.__libsndfile_version__}) cannot write MP3 "
+            "(1.1.0 or newer, built with LAME and mpg123, can); write .wav or .flac instead"
+        )
+    if bits != "16":
+        raise LyraError(
+            f"{path}: MP3 has no bit depth (the encoder takes the float samples); --bits "
+            f"{bits} applies to WAV and FLAC only: leave it at 16 for .mp3, or write .wav"
+        )
+    return "MP3", "MPEG_LAYER_III"
+
+
+def mp3_settings() -> dict[str, object]:
+    """The encoder's best variable-bitrate quality where soundfile can ask for it (0.13 and newer),
+    else libsndfile's default."""
+    if "compression_level" in inspect.signature(sf.write).parameters:
+        return {"bitrate_mode": "VARIABLE", "compression_level": 0.0}
+    return {}
+
+
+def check_mp3(path: Path, rate: int, channels: int) -> None:
+    """Refuse what MPEG audio cannot hold: other sample rates, more than two channels."""
+    if rate not in MP3_RATES:
+        near = min(MP3_RATES, key=lambda r: (abs(r - rate), -r))
+        raise LyraError(
+            f"{path}: MP3 holds {', '.join(map(str, MP3_RATES))} Hz only, not {rate} Hz; "
+            f"resample with --rate {near}, or write .wav or .flac"
+        )
+    if channels > 2:
+        raise LyraError(f"{path}: MP3 holds one or two channels, not {channels}; write .wav")
 
 
 def quantize(
@@ -189,7 +230,7 @@ def write_audio(
     output_rate: int | None = None,
     seed: int | None = None,
 ) -> Path:
-    """Write [C, T] float audio as WAV or FLAC (by extension); returns the path written."""
+    """Write [C, T] float audio as WAV, FLAC or MP3 (by extension); returns the path written."""
     path = Path(path)
     fmt, subtype = output_format(path, bits)
     if isinstance(audio, torch.Tensor):
@@ -199,16 +240,22 @@ def write_audio(
         raise LyraError(f"{path}: expected audio [channels, samples], got shape {audio.shape}")
     if not np.isfinite(audio).all():
         raise LyraError(f"{path}: the audio has NaN or infinite samples; nothing written")
+    if fmt == "MP3":
+        check_mp3(path, output_rate or sample_rate, audio.shape[0])
     if output_rate is not None and output_rate != sample_rate:
         check_rate(output_rate)
         check_fits(math.ceil(audio.size * output_rate / sample_rate), f"{path} at {output_rate} Hz")
         audio, sample_rate = resample(audio, sample_rate, output_rate), output_rate
     make_folder(path.parent)
-    if bits == "float":
-        data: np.ndarray = audio.T
+    settings = mp3_settings() if fmt == "MP3" else {}
+    if fmt == "MP3":
+        data: np.ndarray = np.clip(audio, -1.0, 1.0).T
+    elif bits == "float":
+        data = audio.T
     else:
         ints = quantize(audio, int(bits), dither, np.random.default_rng(seed))
         # soundfile writes the top bits of int32 samples: 24-bit values sit in bits 8..31.
         data = (ints << (32 - int(bits))).T
-    sf.write(str(path), np.ascontiguousarray(data), sample_rate, subtype=subtype, format=fmt)
+    data = np.ascontiguousarray(data)
+    sf.write(str(path), data, sample_rate, subtype=subtype, format=fmt, **settings)
     return path
