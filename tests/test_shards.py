@@ -205,6 +205,20 @@ def test_preparing_again_replaces_the_shards(synthetic_shards, tmp_path):
 # -- naming shards ------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def allow_pipes(monkeypatch):
+    """These tests run `pipe:` shards they wrote themselves."""
+    monkeypatch.setenv("LYRA_ALLOW_PIPE", "1")
+
+
+def test_a_pipe_command_runs_only_when_allowed(synthetic_shards, monkeypatch):
+    monkeypatch.delenv("LYRA_ALLOW_PIPE")
+    index = str(synthetic_shards / "index.json")
+    spec = ShardsSpec(urls=(f"pipe:cat {synthetic_shards}/train-000000.tar",), index=index)
+    with pytest.raises(LyraError, match=r"runs the shell command .* set LYRA_ALLOW_PIPE=1"):
+        list(spec.build(CTX, "train"))
+
+
 def test_brace_expansion_is_webdatasets():
     assert expand_braces("d/train-{000000..000002}.tar") == [
         "d/train-000000.tar",

@@ -168,11 +168,20 @@ def expand_all(patterns: Sequence[str], field: str) -> list[str]:
 # reading tar shards
 
 
+ALLOW_PIPE = "LYRA_ALLOW_PIPE"  # a spec is data: its shell commands run only when allowed
+
+
 class _Pipe:
     """A `pipe:` command running with its output read as a tar stream."""
 
     def __init__(self, url: str):
         self.url, self.command = url, url[5:]
+        if os.environ.get(ALLOW_PIPE) != "1":
+            raise LyraError(
+                f"shard {url}: runs the shell command `{self.command}`; a spec is data, so Lyra "
+                f"runs its commands only when you allow it: set {ALLOW_PIPE}=1 (for specs you "
+                "trust), or copy the shards to local paths"
+            )
         self.errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         self.proc = subprocess.Popen(
             self.command, shell=True, stdout=subprocess.PIPE, stderr=self.errors
@@ -638,7 +647,7 @@ class ShardsSpec:
 
     urls: tuple[str, ...] = param(
         doc="the training shards: paths, file:// URLs or 'pipe:COMMAND' (the command's output "
-        "is read as the shard; it runs in a shell, so train only specs you trust), each with "
+        "is read as the shard; it runs in a shell, only with LYRA_ALLOW_PIPE=1 set), each with "
         "brace patterns as webdataset expands them, e.g. 'data/train-{000000..000009}.tar'",
         validator=EachCheck(None, min_items=1, max_items=MAX_SHARDS),
     )
