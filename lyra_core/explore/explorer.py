@@ -6,8 +6,12 @@ The page (`lyra_core.explore.explorer.page`, Gradio) only wires widgets to an `E
   vector for time-series latents, one vector per example for single-vector ones), fitted once
   and cached in `RUN/explore/pca.pt` (plain tensors, read with `weights_only=True`); a cache
   made from another checkpoint (path, size, mtime, step or spec changed) is refitted.
+- Descriptor sliders (`lyra_core.explore.descriptors`): directions fitted by ridge regression of
+  loudness, brightness, pitch and noisiness, measured per frame on the decoded validation audio,
+  on the same latents; cached with the PCA in `pca.pt`.
 - Sliders: slider k moves the latent by `value · σ_k · v_k` (σ_k the standard deviation of the
-  latents along the unit direction v_k), on every frame of a time-series latent.
+  latents along the unit direction v_k), on every frame of a time-series latent; the PCA sliders
+  come first, the descriptor sliders after them.
 - Presets: slider values saved by name as `RUN/explore/presets/NAME.json`.
 - Export: WAV or FLAC at a chosen rate and bit depth (TPDF dither below float), via
   `lyra_core.runs.audio.write_audio`.
@@ -30,6 +34,12 @@ import soundfile as sf
 import torch
 
 from lyra_core.errors import LyraError
+from lyra_core.explore.descriptors import (
+    Descriptors,
+    describe_examples,
+    describe_frames,
+    fit_descriptors,
+)
 from lyra_core.runs.atomic import atomic_write
 from lyra_core.runs.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, read_audio, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, slerp
@@ -145,10 +155,23 @@ def fit_pca(rows: torch.Tensor, count: int, key: str = "", examples: int = 0) ->
     )
 
 
+def decoded_descriptors(
+    loaded: LoadedModel, z: torch.Tensor, length: int, chunking: Chunking
+) -> torch.Tensor:
+    """The descriptors of the latent's decoded audio, one row per latent row: [B·F, 4] for a
+    time-series latent [B, D, F], [B, 4] for single vectors [B, D]."""
+    audio = decode_latent(loaded, z, length, chunking)
+    if z.dim() == 2:
+        return describe_examples(audio, loaded.sample_rate).float()
+    values = describe_frames(audio, loaded.sample_rate, loaded.hop_length, z.shape[-1])
+    return values.reshape(-1, values.shape[-1]).float()
+
+
 def validation_latents(
     loaded: LoadedModel, max_examples: int, chunking: Chunking | None = None
-) -> tuple[torch.Tensor, int]:
-    """Latent rows [N, D] of up to `max_examples` validation examples, and how many were used.
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Latent rows [N, D] of up to `max_examples` validation examples, the descriptors [N, 4]
+    of each row's decoded audio (NaN where undefined), and how many examples were used.
 
     The validation data is built from the run's resolved spec as training builds it.
     """
@@ -159,15 +182,61 @@ def validation_latents(
     if n < 1:
         raise LyraError("the validation split is empty: no latents to fit the sliders to")
     chunking = chunking or Chunking()
-    rows = []
+    rows, described = [], []
     for start in range(0, n, d.batch_size):
         batch = torch.stack([dataset[i] for i in range(start, min(n, start + d.batch_size))])
-        rows.append(latent_rows(encode_audio(loaded, batch.float(), chunking)))
-    out = torch.cat(rows)
+        z = encode_audio(loaded, batch.float(), chunking)
+        rows.append(latent_rows(z))
+        described.append(decoded_descriptors(loaded, z, batch.shape[-1], chunking))
+    out, values = torch.cat(rows), torch.cat(described)
     if out.shape[0] > MAX_PCA_ROWS:
         pick = torch.randperm(out.shape[0], generator=torch.Generator().manual_seed(0))
-        out = out[pick[:MAX_PCA_ROWS]]
-    return out, n
+        out, values = out[pick[:MAX_PCA_ROWS]], values[pick[:MAX_PCA_ROWS]]
+    return out, values, n
+
+
+def read_sliders(cache: Path, key: str, requested: list[int]) -> tuple[PCA, Descriptors] | None:
+    """The cached PCA and descriptor directions, if made from `key` with `requested` settings."""
+    try:
+        state = torch.load(cache, map_location="cpu", weights_only=True)
+        pca, descriptors = PCA.from_state(state), Descriptors.from_state(state["descriptors"])
+    except Exception:  # a corrupt, foreign or older cache is refitted
+        return None
+    dim = pca.components.shape[-1]
+    if (
+        pca.key == key
+        and state.get("requested") == requested
+        and pca.mean.numel() == dim == descriptors.directions.shape[-1]
+    ):
+        return pca, descriptors
+    return None
+
+
+def load_or_fit_sliders(
+    loaded: LoadedModel,
+    cache: Path,
+    count: int = 8,
+    max_examples: int = 64,
+    chunking: Chunking | None = None,
+    refit: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[PCA, Descriptors]:
+    """The cached PCA and descriptor directions if made from this checkpoint with these settings,
+    else a new fit of both on the same validation latents."""
+    key, requested = checkpoint_key(loaded), [count, max_examples]
+    if cache.is_file() and not refit:
+        found = read_sliders(cache, key, requested)
+        if found is not None:
+            return found
+    if log is not None:
+        log(f"fitting the sliders (PCA, descriptors) on up to {max_examples} validation examples")
+    rows, values, examples = validation_latents(loaded, max_examples, chunking)
+    pca = fit_pca(rows, count, key, examples)
+    descriptors = fit_descriptors(rows, values)
+    state = {**pca.to_state(), "descriptors": descriptors.to_state(), "requested": requested}
+    with atomic_write(cache) as f:
+        torch.save(state, f)
+    return pca, descriptors
 
 
 def load_or_fit_pca(
@@ -179,33 +248,23 @@ def load_or_fit_pca(
     refit: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> PCA:
-    """The cached PCA if it was made from this checkpoint with these settings, else a new fit."""
-    key = checkpoint_key(loaded)
-    if cache.is_file() and not refit:
-        try:
-            state = torch.load(cache, map_location="cpu", weights_only=True)
-            pca = PCA.from_state(state)
-        except Exception:  # a corrupt or foreign cache is refitted
-            pca = None
-        if (
-            pca is not None
-            and pca.key == key
-            and state.get("requested") == [count, max_examples]
-            and pca.mean.numel() == pca.components.shape[-1]
-        ):
-            return pca
-    if log is not None:
-        log(f"fitting the sliders' PCA on up to {max_examples} validation examples")
-    rows, examples = validation_latents(loaded, max_examples, chunking)
-    pca = fit_pca(rows, count, key, examples)
-    with atomic_write(cache) as f:
-        torch.save({**pca.to_state(), "requested": [count, max_examples]}, f)
-    return pca
+    """The PCA of `load_or_fit_sliders`."""
+    return load_or_fit_sliders(loaded, cache, count, max_examples, chunking, refit, log)[0]
 
 
-def apply_sliders(z: torch.Tensor, pca: PCA, values: Sequence[float]) -> torch.Tensor:
-    """The latent moved by the sliders: [B, D] or every frame of [B, D, F]."""
-    offset = pca.offset(values).to(z.dtype)
+def apply_sliders(
+    z: torch.Tensor,
+    pca: PCA,
+    values: Sequence[float],
+    descriptors: Descriptors | None = None,
+) -> torch.Tensor:
+    """The latent moved by the sliders (the PCA's, then the descriptors'): [B, D] or every
+    frame of [B, D, F]."""
+    values = [float(v) for v in values]
+    offset = pca.offset(values[: pca.count])
+    if descriptors is not None and descriptors.count:
+        offset = offset + descriptors.offset(values[pca.count :])
+    offset = offset.to(z.dtype)
     if z.dim() == 3:
         return z + offset[None, :, None]
     if z.dim() == 2:
@@ -351,6 +410,7 @@ class Explorer:
     chunking: Chunking = attrs.field(factory=Chunking)
     max_seconds: float = 60.0
     examples: list[Path] = attrs.field(factory=list)
+    descriptors: Descriptors | None = None
     preview_dir: Path = attrs.field(factory=lambda: Path(tempfile.mkdtemp(prefix="lyra-explore-")))
     _counter: itertools.count = attrs.field(factory=itertools.count)
     _losses: dict[str, Any] | None = None
@@ -372,9 +432,11 @@ class Explorer:
         run_dir = run_directory(loaded)
         chunking = chunking or Chunking()
         cache = run_dir / "explore" / "pca.pt"
-        pca = load_or_fit_pca(loaded, cache, components, pca_examples, chunking, refit, log)
+        pca, descriptors = load_or_fit_sliders(
+            loaded, cache, components, pca_examples, chunking, refit, log
+        )
         files = example_files(run_dir, examples)
-        return cls(loaded, run_dir, pca, chunking, max_seconds, files)
+        return cls(loaded, run_dir, pca, chunking, max_seconds, files, descriptors)
 
     def close(self) -> None:
         """Remove the preview files."""
@@ -388,17 +450,23 @@ class Explorer:
     def exports_dir(self) -> Path:
         return self.run_dir / "explore" / "exports"
 
+    @property
+    def slider_count(self) -> int:
+        """The PCA sliders and the descriptor sliders."""
+        return self.pca.count + (self.descriptors.count if self.descriptors else 0)
+
     def describe(self) -> str:
         m = self.loaded
         kind = (
             "one vector per example" if m.single_vector else f"a vector per {m.hop_length} samples"
         )
         share = float(self.pca.explained.sum()) * 100
+        named = ", ".join(self.descriptors.names) if self.descriptors else ""
         return (
             f"model '{m.name}' at step {m.step}, {m.sample_rate} Hz, {m.channels} channel(s); "
             f"latent: {self.pca.components.shape[1]} dimensions, {kind}; "
             f"{self.pca.count} slider(s) cover {share:.0f}% of the variance of "
-            f"{self.pca.examples} validation example(s)"
+            f"{self.pca.examples} validation example(s); descriptor sliders: {named or 'none'}"
         )
 
     # sources of a sound
@@ -432,7 +500,7 @@ class Explorer:
 
     def render(self, sound: Sound, values: Sequence[float]) -> torch.Tensor:
         """The sound's latent moved by the sliders, decoded: audio [C, T]."""
-        z = apply_sliders(sound.latent, self.pca, values)
+        z = apply_sliders(sound.latent, self.pca, values, self.descriptors)
         return decode_latent(self.loaded, z, sound.length, self.chunking)[0]
 
     def metrics(self, sound: Sound, audio: torch.Tensor) -> dict[str, float]:
