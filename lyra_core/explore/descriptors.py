@@ -183,7 +183,7 @@ class Descriptors:
     def label(self, k: int) -> str:
         name = self.names[k]
         gain, r2 = float(self.gains[k]), float(self.r2[k])
-        return f"{name} ({gain:+.2g} {UNITS.get(name, '')} per step, R² {r2:.2f})"
+        return f"{name} ({gain:+.2g} {UNITS.get(name, '')}/step, R² {r2:.2f})"
 
     def to_state(self) -> dict[str, Any]:
         return {

@@ -132,9 +132,9 @@ def _players(page: Page) -> None:
     page.metrics = gr.Markdown(elem_id="metrics")
 
 
-def _sliders(page: Page, ex: Explorer) -> None:
-    gr.Markdown("### Principal directions (standard deviations; decoded on release)")
-    page.sliders = [
+def _pca_sliders(ex: Explorer) -> list[Any]:
+    gr.Markdown("### Principal directions")
+    return [
         gr.Slider(
             -SLIDER_RANGE,
             SLIDER_RANGE,
@@ -145,6 +145,35 @@ def _sliders(page: Page, ex: Explorer) -> None:
         )
         for k in range(ex.pca.count)
     ]
+
+
+def _descriptor_sliders(ex: Explorer) -> list[Any]:
+    gr.Markdown("### Descriptors")
+    found = ex.descriptors
+    if found is None or not found.count:
+        gr.Markdown("*(none could be fitted on the validation audio)*")
+        return []
+    return [
+        gr.Slider(
+            -SLIDER_RANGE,
+            SLIDER_RANGE,
+            0.0,
+            step=0.05,
+            label=found.label(k),
+            elem_id=f"descriptor-{found.names[k]}",
+        )
+        for k in range(found.count)
+    ]
+
+
+def _sliders(page: Page, ex: Explorer) -> None:
+    gr.Markdown("Sliders in standard deviations of the validation latents; decoded on release.")
+    with gr.Row():
+        with gr.Column(min_width=200):
+            pca = _pca_sliders(ex)
+        with gr.Column(min_width=200):
+            described = _descriptor_sliders(ex)
+    page.sliders = [*pca, *described]  # the order of `Explorer.render`'s values
     page.reset = gr.Button("Reset sliders")
 
 
