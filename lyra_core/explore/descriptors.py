@@ -42,6 +42,7 @@ SILENCE_DB = -70.0  # below this, a frame has no brightness, pitch or noisiness
 PERIODICITY = 0.5  # normalised autocorrelation peak a frame needs to have a pitch
 RIDGE = 1e-3
 MIN_ROWS = 3
+CHUNK = 256  # analysis windows per example measured at once (bounds the FFTs' memory)
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -144,7 +145,8 @@ def describe_frames(audio: torch.Tensor, sample_rate: int, hop: int, frames: int
     window = analysis_window(sample_rate, hop)
     group = max(1, round(window / 4 / hop))  # frames that share one analysis window
     windows = frame_windows(audio, hop * group, math.ceil(frames / group), window)
-    return describe(windows, sample_rate).repeat_interleave(group, 1)[:, :frames]
+    values = torch.cat([describe(part, sample_rate) for part in windows.split(CHUNK, 1)], 1)
+    return values.repeat_interleave(group, 1)[:, :frames]
 
 
 def describe_examples(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
