@@ -8,7 +8,9 @@ and of a filtered-noise synthesizer, whose sum passes through a learnable reverb
 Its latent is self-contained: per frame, the rows are z (the bottleneck's D dimensions), then f0
 in Hz (row D), then loudness in dB (row D + 1). `decode(latent)` needs nothing else, so
 `lyra reconstruct`, `encode`/`decode` and chunked inference work as for any model, and timbre
-transfer is a decode of one sound's z rows with another's f0 and loudness rows.
+transfer is a decode of one sound's z rows with another's f0 and loudness rows. Decoding long
+audio in chunks (`lyra reconstruct`, 10 s by default) restarts the oscillators' phases in each
+chunk, so the crossfade at a seam can dip where the two chunks' phases disagree.
 
 The synth modules (`HarmonicOscillator`, `FilteredNoise`, `LearnedReverb`) and the features
 (`yin`, `a_weighted_loudness`) are plain torch code, usable on their own.
@@ -231,7 +233,8 @@ def yin(
     silence); it is cheap on a CPU (one FFT per frame). Steps: the difference function over an
     integration window of twice the longest period, its cumulative mean normalisation, the
     first dip below `threshold` (else the global minimum), and a parabola through the dip and
-    its neighbours for a fractional lag.
+    its neighbours for a fractional lag. A frame with no periodicity at all (silence) has
+    confidence 0 and reads f0_max.
     """
     max_lag = math.ceil(sample_rate / f0_min)
     min_lag = max(1, math.floor(sample_rate / f0_max))
