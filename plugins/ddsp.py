@@ -341,7 +341,11 @@ def hz_to_unit(f0: torch.Tensor) -> torch.Tensor:
 
 
 class DDSP(AudioModel):
-    """Mono audio [B, 1, T] -> latent [B, D + 2, frames] -> audio; see the module docstring."""
+    """Mono audio [B, 1, T] -> latent [B, D + 2, frames] -> audio; see the module docstring.
+
+    `timbre` is D, the count of timbre rows; `controls` names the control rows
+    (`{"f0": D, "loudness": D + 1}`).
+    """
 
     def __init__(self, spec: DDSPSpec, ctx: BuildContext, bottleneck: Bottleneck) -> None:
         super().__init__()
@@ -350,7 +354,9 @@ class DDSP(AudioModel):
         self.encoder = TimbreEncoder(
             spec.n_mels, spec.hidden, bottleneck.input_channels, spec.encoder_layers
         )
-        self.timbre = int(bottleneck.latent_channels)
+        self.timbre = int(bottleneck.latent_channels)  # the latent's first rows: timbre z
+        # The latent rows of the controls, read by conditioned-model tools (`lyra transfer`).
+        self.controls = {"f0": self.timbre, "loudness": self.timbre + 1}
         self.decoder = ControlDecoder(
             self.timbre + 2, spec.hidden, spec.mlp_layers, spec.harmonics, spec.noise_bands
         )

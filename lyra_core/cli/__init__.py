@@ -29,13 +29,25 @@ from lyra_core.cli import (
     run,
     specs,
     summary,
+    transfer,
 )
 from lyra_core.cli.allocator import tune_allocator
 from lyra_core.cli.common import EXIT_USER_ERROR, Parser
 from lyra_core.errors import LyraError
 
 # In the order `lyra --help` lists them.
-COMMAND_MODULES = (components, specs, run, summary, data, inference, evaluate, explore, bench)
+COMMAND_MODULES = (
+    components,
+    specs,
+    run,
+    summary,
+    data,
+    inference,
+    transfer,
+    evaluate,
+    explore,
+    bench,
+)
 # Libraries' loggers and the least level of theirs a user sees without --verbose.
 QUIET_LOGGERS = {
     "mlflow": logging.WARNING,
