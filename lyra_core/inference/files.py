@@ -32,7 +32,7 @@ from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
 
 
-def _outputs(inputs: Sequence[str | Path], out_dir: Path, suffix: str) -> list[Path]:
+def output_paths(inputs: Sequence[str | Path], out_dir: Path, suffix: str) -> list[Path]:
     """One output path per input, refusing two inputs that would write the same file."""
     stems = [Path(p).name.removesuffix(".codes.npz").removesuffix(Path(p).suffix) for p in inputs]
     targets = [out_dir / (stem + suffix) for stem in stems]
@@ -58,7 +58,7 @@ def encode_files(
     codebook (`level0`, `level1`, ...), which `lyra decode` takes in place of the latent.
     """
     written = []
-    for src, target in zip(inputs, _outputs(inputs, out_dir, ".npy"), strict=True):
+    for src, target in zip(inputs, output_paths(inputs, out_dir, ".npy"), strict=True):
         audio = load_input(loaded, src)
         make_folder(out_dir)
         sidecar = {**loaded.describe(), "length": audio.shape[-1], "source": str(src)}
@@ -194,7 +194,7 @@ def decode_files(
     output: AudioOutput,
 ) -> list[Path]:
     written = []
-    for src, target in zip(latents, _outputs(latents, out_dir, output.extension), strict=True):
+    for src, target in zip(latents, output_paths(latents, out_dir, output.extension), strict=True):
         z, length = read_latent(loaded, src)
         try:
             audio = decode_latent(loaded, z, length, chunking)
@@ -217,7 +217,7 @@ def reconstruct_files(
     """Encode and decode each file, write the result; per-file metrics against the input."""
     losses = distances(loaded)
     rows = []
-    for src, target in zip(inputs, _outputs(inputs, out_dir, output.extension), strict=True):
+    for src, target in zip(inputs, output_paths(inputs, out_dir, output.extension), strict=True):
         audio = load_input(loaded, src)
         recon = reconstruct_audio(loaded, audio, chunking)
         output.write(loaded, target, recon[0])

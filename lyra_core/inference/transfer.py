@@ -21,7 +21,7 @@ import attrs
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.inference.files import AudioOutput, _outputs
+from lyra_core.inference.files import AudioOutput, output_paths
 from lyra_core.runs.audio import make_folder, read_audio_source
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
 from lyra_core.runs.model import LoadedModel
@@ -158,7 +158,7 @@ def transfer_files(
 ) -> Transferred:
     """Transfer each readable input into `out_dir` (named as `lyra reconstruct` names them)."""
     layout(loaded)  # refuse an unconditioned model before reading anything
-    targets = _outputs(inputs, out_dir, output.extension)
+    targets = output_paths(inputs, out_dir, output.extension)
     if timbre_file is not None:
         timbre = file_timbre(loaded, timbre_file, chunking)
     else:
