@@ -5,7 +5,6 @@ averaged norms are bias-corrected, checkpointed and restored exactly."""
 from __future__ import annotations
 
 import os
-import signal
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from lyra_core.experiment import BalancerSpec
 from lyra_core.training.balancer import GradientBalancer
 
 from .test_inference import TINY
-from .test_training import driver, write_spec
+from .test_training import killed_and_resumed, write_spec
 
 
 def test_each_loss_gets_its_weights_share_whatever_its_scale():
@@ -66,14 +65,7 @@ def test_a_balanced_run_resumes_after_sigkill_exactly(tmp_path):
     the run ends with the same weights and balancer state as one that was never stopped."""
     losses = [{"type": "l1", "weight": 1000.0}, {"type": "mel", "weight": 0.01}, TINY["losses"][1]]
     spec = write_spec(tmp_path, losses=losses, training={"balancer": {"decay": 0.9}})
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    assert driver(str(spec), str(full), env=env).returncode == 0
-    killing = driver(str(spec), str(killed), "--kill-after-checkpoint", "3", env=env)
-    assert killing.returncode == -signal.SIGKILL
-    resumed = driver(str(spec), str(killed), "--resume", env=env)
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = (torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in (full, killed))
+    a, b = killed_and_resumed(spec, tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert a["step"] == b["step"] == 6
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import types
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from lyra_core.runs.model import LoadedModel, build_trained, load_model
 from lyra_core.training import train
 
 from .test_inference import RATE, TINY, tone
-from .test_training import driver, write_spec
+from .test_training import killed_and_resumed, write_spec
 
 Weights = dict[str, torch.Tensor]
 
@@ -143,14 +142,7 @@ def test_resume_after_sigkill_is_exact_with_the_average(tmp_path):
     thread: a 2-thread convolution's backward can differ in the last bit between processes)."""
     ema = {"decay": 0.9, "start": 1, "every": 2}
     spec = write_spec(tmp_path, model=TINY["model"], training={"ema": ema})
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    assert driver(str(spec), str(full), env=env).returncode == 0
-    killing = driver(str(spec), str(killed), "--kill-after-checkpoint", "3", env=env)
-    assert killing.returncode == -signal.SIGKILL
-    resumed = driver(str(spec), str(killed), "--resume", env=env)
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = (torch.load(r / "checkpoints" / "last.pt", weights_only=True) for r in (full, killed))
+    a, b = killed_and_resumed(spec, tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert a["step"] == b["step"] == 6
     for part in ("model", "ema"):
         assert a[part].keys() == b[part].keys()

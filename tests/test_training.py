@@ -71,6 +71,19 @@ def driver(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def killed_and_resumed(spec: Path, folder: Path, env: dict | None = None) -> tuple[dict, dict]:
+    """The last checkpoints of `spec` trained straight through and of the same run SIGKILLed
+    after its step-3 checkpoint and resumed (each in its own process)."""
+    full, killed = folder / "full", folder / "killed"
+    assert driver(str(spec), str(full), env=env).returncode == 0
+    out = driver(str(spec), str(killed), "--kill-after-checkpoint", "3", env=env)
+    assert out.returncode == -signal.SIGKILL
+    assert load(killed / "checkpoints" / "last.pt")["step"] == 3
+    resumed = driver(str(spec), str(killed), "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    return load(full / "checkpoints" / "last.pt"), load(killed / "checkpoints" / "last.pt")
+
+
 def params_of(run_dir: Path) -> dict[str, torch.Tensor]:
     return load(run_dir / "checkpoints" / "last.pt")["model"]
 
@@ -100,16 +113,9 @@ def test_run_directory_records_everything(tmp_path):
 
 def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
     # 8 examples, batch 2: 4 steps per epoch, so the checkpoint at step 3 is mid-epoch.
-    spec = write_spec(tmp_path)
-    full, killed = tmp_path / "full", tmp_path / "killed"
-    assert driver(str(spec), str(full)).returncode == 0
-    out = driver(str(spec), str(killed), "--kill-after-checkpoint", "3")
-    assert out.returncode == -signal.SIGKILL
-    assert load(killed / "checkpoints" / "last.pt")["step"] == 3
-    resumed = driver(str(spec), str(killed), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    a, b = params_of(full), params_of(killed)
-    assert load(killed / "checkpoints" / "last.pt")["step"] == 6
+    full, killed = killed_and_resumed(write_spec(tmp_path), tmp_path)
+    a, b = full["model"], killed["model"]
+    assert killed["step"] == 6
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
