@@ -21,7 +21,7 @@ lint: $(STAMP)
 
 # The whole suite, benchmarks included but untimed (--benchmark-disable runs each once).
 test: $(STAMP) lint
-	$(BIN)/pytest tests benchmarks --benchmark-disable -q -p no:cacheprovider
+	$(BIN)/pytest tests benchmarks --benchmark-disable -q -p no:cacheprovider --durations=15
 
 # The demo trains on real audio: the corpus Debian's sound packages give (`lyra data corpus`).
 CORPUS := data/corpus
