@@ -369,7 +369,8 @@ class DDSP(AudioModel):
             else None
         )
         bins = spec.window // 2 + 1
-        mel = melscale_fbanks(bins, 0.0, ctx.sample_rate / 2, spec.n_mels, ctx.sample_rate)
+        with torch.device("cpu"):  # real values even when the model is built on "meta"
+            mel = melscale_fbanks(bins, 0.0, ctx.sample_rate / 2, spec.n_mels, ctx.sample_rate)
         self.register_buffer("mel", mel, persistent=False)
         self.register_buffer("hann", torch.hann_window(spec.window), persistent=False)
 

@@ -5,7 +5,6 @@ export choosing the average (or, with `--weights raw`, the trained weights)."""
 from __future__ import annotations
 
 import json
-import os
 import types
 from pathlib import Path
 
@@ -25,7 +24,6 @@ from lyra_core.runs.model import LoadedModel, build_trained, load_model
 from lyra_core.training import train
 
 from .test_inference import RATE, TINY, tone
-from .test_training import killed_and_resumed, write_spec
 
 Weights = dict[str, torch.Tensor]
 
@@ -135,20 +133,6 @@ def test_the_average_is_its_closed_form(tmp_path, ema, training, nan_at):
         assert torch.allclose(state["ema"][key].double(), value, atol=1e-6, rtol=0), key
     moved = any(not torch.equal(state["ema"][k], state["model"][k]) for k in want)
     assert moved == (spec["start"] < steps)
-
-
-def test_resume_after_sigkill_is_exact_with_the_average(tmp_path):
-    """The SIGKILL resume of test_training, with an average updated every other step (and one
-    thread: a 2-thread convolution's backward can differ in the last bit between processes)."""
-    ema = {"decay": 0.9, "start": 1, "every": 2}
-    spec = write_spec(tmp_path, model=TINY["model"], training={"ema": ema})
-    a, b = killed_and_resumed(spec, tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert a["step"] == b["step"] == 6
-    for part in ("model", "ema"):
-        assert a[part].keys() == b[part].keys()
-        for key in a[part]:
-            assert torch.equal(a[part][key], b[part][key]), (part, key)
-    assert any(not torch.equal(a["ema"][k], a["model"][k]) for k in a["model"])
 
 
 def test_resuming_a_run_without_an_average_starts_it_from_its_weights(tmp_path):

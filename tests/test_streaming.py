@@ -44,7 +44,7 @@ def conv_stack() -> torch.nn.Module:
     ).eval()
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(
     frames=st.integers(1, 60),
     sizes=st.lists(st.integers(1, 12), min_size=1, max_size=12),
@@ -69,7 +69,7 @@ def test_causal_convs_do_not_look_ahead():
         assert torch.equal(net(x)[..., :300], net(later)[..., :300])
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(frames=st.integers(80, 160), sizes=st.lists(st.integers(1, 9), min_size=1, max_size=8))
 def test_a_causal_pqmf_streams_and_reconstructs_with_its_delay(frames, sizes):
     bank = PQMF(16, 100.0, causal=True)
@@ -94,7 +94,7 @@ def causal_model(registry, **model):
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(frames=st.integers(4, 40), sizes=st.lists(st.integers(1, 6), min_size=1, max_size=8))
 def test_a_causal_model_streams_its_offline_pass(registry, frames, sizes):
