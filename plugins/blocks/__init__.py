@@ -64,7 +64,8 @@ def conv(
     """A Conv1d (or ConvTranspose1d), "same" padded by default, optionally weight-normalised.
 
     A (left, right) `padding` pads unevenly (`AsymmetricConv1d`, same parameters as a Conv1d).
-    `causal`: padded on the left only and streamable (`padding` is then ignored).
+    `causal`: padded on the left only and streamable (`padding` and `output_padding` are then
+    ignored).
     """
     if causal:
         kind = CausalConvTranspose1d if transposed else CausalConv1d
@@ -144,17 +145,6 @@ def transposed_conv(
     of the full output."""
     if stride == 1:
         return conv(in_channels, out_channels, 3, weight_norm=weight_norm, bias=bias, causal=causal)
-    if causal:
-        return conv(
-            in_channels,
-            out_channels,
-            2 * stride,
-            stride=stride,
-            transposed=True,
-            weight_norm=weight_norm,
-            bias=bias,
-            causal=True,
-        )
     return conv(
         in_channels,
         out_channels,
@@ -165,6 +155,7 @@ def transposed_conv(
         transposed=True,
         weight_norm=weight_norm,
         bias=bias,
+        causal=causal,
     )
 
 
