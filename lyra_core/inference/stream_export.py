@@ -38,7 +38,7 @@ from lyra_core.inference.export import TOLERANCE, EncodeCore, _quiet, _stages, _
 from lyra_core.interfaces import StreamingState
 from lyra_core.loader import resolved
 from lyra_core.runs.model import LoadedModel
-from lyra_core.runs.streaming import set_streaming, streaming_layers
+from lyra_core.runs.streaming import chunk_multiple, set_streaming, streaming_layers
 
 DEFAULT_CHUNK = 2048  # samples per ONNX step (rounded up to the chunk multiple)
 
@@ -74,11 +74,6 @@ def require_causal(loaded: LoadedModel) -> None:
         f"(its output depends on later input); causal false at: {', '.join(paths)}. "
         'Fix: set "causal": true on the model in the spec and train it again'
     )
-
-
-def chunk_multiple(loaded: LoadedModel) -> int:
-    """What every streamed chunk's length must be a multiple of: hop times frame multiple."""
-    return loaded.hop_length * loaded.frame_multiple
 
 
 # -- the steps ---------------------------------------------------------------------------------
@@ -175,7 +170,7 @@ def metadata(loaded: LoadedModel) -> dict[str, Any]:
         "hop_length": loaded.hop_length,
         "latent_size": loaded.latent_channels,
         "frame_multiple": loaded.frame_multiple,
-        "chunk_multiple": chunk_multiple(loaded),
+        "chunk_multiple": chunk_multiple(loaded.model),
         "delay": loaded.delay,
         "latency": "chunk + delay samples (a chunk is heard once it is complete)",
     }
@@ -183,7 +178,7 @@ def metadata(loaded: LoadedModel) -> dict[str, Any]:
 
 def build_streaming_torchscript(loaded: LoadedModel) -> torch.jit.ScriptModule:
     """The scripted, checked streaming module for `loaded` (not yet saved)."""
-    multiple = chunk_multiple(loaded)
+    multiple = chunk_multiple(loaded.model)
     chunk = multiple * max(1, DEFAULT_CHUNK // multiple)
     with torch.inference_mode(False), torch.no_grad(), _quiet():
         encode, enc_shapes, decode, dec_shapes = build_steps(loaded, chunk)
@@ -220,7 +215,7 @@ def _differs(got: torch.Tensor, want: torch.Tensor) -> bool:
 
 def check_stream(exported: Any, loaded: LoadedModel) -> None:
     """Consecutive chunks of several sizes (batch 2) through the export equal the offline pass."""
-    multiple = chunk_multiple(loaded)
+    multiple = chunk_multiple(loaded.model)
     sizes = [multiple, 3 * multiple, 2 * multiple, 5 * multiple]
     gen = torch.Generator().manual_seed(1)
     x = 0.1 * torch.randn(2, loaded.channels, sum(sizes), generator=gen).to(loaded.device)
@@ -255,7 +250,7 @@ def export_streaming_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
 
 
 def onnx_chunk(loaded: LoadedModel, chunk: int | None) -> int:
-    multiple = chunk_multiple(loaded)
+    multiple = chunk_multiple(loaded.model)
     if chunk is None:
         return multiple * -(-DEFAULT_CHUNK // multiple)
     if chunk < 1 or chunk % multiple:

@@ -26,6 +26,11 @@ def streaming_layers(model: nn.Module) -> list[StreamingState]:
     return [m for m in model.modules() if isinstance(m, StreamingState)]
 
 
+def chunk_multiple(model: nn.Module) -> int:
+    """What every streamed chunk's length must be a multiple of: hop times frame multiple."""
+    return int(model.hop_length) * int(getattr(model, "frame_multiple", 1))
+
+
 def set_streaming(model: nn.Module, on: bool) -> None:
     """Switch every streaming layer of `model` on or off, forgetting what it has seen."""
     for layer in streaming_layers(model):
@@ -68,7 +73,7 @@ class Stream:
             raise LyraError("this model is not causal: it cannot stream (set model.causal: true)")
         self.model, self.sample_rate, self.pad = model, sample_rate, pad
         self.hop = int(model.hop_length)
-        self.chunk_multiple = self.hop * int(getattr(model, "frame_multiple", 1))
+        self.chunk_multiple = chunk_multiple(model)
         self.padded = 0
         set_streaming(model, True)
 
