@@ -5,9 +5,11 @@ Snake): the demo (experiments/snake_pqmf.json) and a RAVE v2-sized model
 (experiments/reference/rave_v2.json), each with `"causal": true` on the model. Each decodes one
 chunk of 2048 samples' latent per call, batch 1, on 1 and 2 threads:
 
-- `offline`: the non-causal model decodes the same frames in one pass (no state);
-- `stream`: the causal model in Lyra's `Stream` (eager PyTorch, state carried between calls);
-- `torchscript`: the causal model's `lyra export --streaming` module, `decode`.
+- `offline`: the non-causal model decodes the same frames in one pass (no state), its convs on
+  PyTorch's plain conv1d path (as the loaded model runs them);
+- `stream`: the causal model in Lyra's `Stream` (eager PyTorch, state carried between calls,
+  the convs on their channels-last oneDNN path: `runs.streaming.channels_last_inference`);
+- `torchscript`: the causal model's `lyra export --streaming` module, `decode` (the same path).
 
 `extra_info` holds the real-time factor (audio seconds per second of compute, from the median;
 `realtime_factor_best` from the fastest round, the least disturbed on a shared machine),

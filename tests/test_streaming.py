@@ -9,11 +9,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from lyra_core.errors import LyraError
 from lyra_core.loader import validate_data
-from lyra_core.runs.streaming import Stream, set_streaming
+from lyra_core.runs.streaming import Stream, channels_last_inference, set_streaming
+from lyra_plugins.blocks import conv
 from lyra_plugins.blocks.causal import CausalConv1d, CausalConvTranspose1d
 from lyra_plugins.filterbanks import PQMF
 
@@ -143,3 +145,66 @@ def test_a_non_causal_model_cannot_stream_and_noise_cannot_be_causal(registry):
                                                       "activation": EAGER_SNAKE}}  # fmt: skip
     with pytest.raises(LyraError, match="fresh noise"):
         causal_model(registry, decoder=decoder)
+
+
+def fast_and_plain_convs() -> torch.nn.Sequential:
+    """One of each conv the blocks build: dilated, strided, depthwise, 1x1, transposed."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        CausalConv1d(3, 8, 3, dilation=9),
+        conv(8, 8, 1, weight_norm=False),
+        CausalConv1d(8, 8, 3, groups=8, bias=False),
+        conv(8, 16, 8, stride=4, padding=(3, 4), weight_norm=False),
+        CausalConvTranspose1d(16, 8, 8, stride=4),
+        conv(8, 4, 4, stride=2, padding=1, output_padding=0, transposed=True, weight_norm=False),
+        conv(4, 2, 7, weight_norm=False, causal=True),
+    ).eval()
+
+
+def test_the_channels_last_inference_path_gives_the_plain_convs_output():
+    net, x = fast_and_plain_convs(), torch.randn(2, 3, 64)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        plain = net(x)
+        assert channels_last_inference(net) == 7
+        fast = net(x)
+        assert channels_last_inference(net) == 0  # already on
+    assert all(layer.fast for layer in net) and not net[0].weight.is_contiguous()
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert fast.shape == plain.shape and torch.allclose(fast, plain, atol=1e-5)
+    channels_last_inference(net, on=False)
+    assert net[0].weight.is_contiguous() and not net[0].fast
+    with torch.no_grad():
+        assert torch.equal(net(x), plain)
+
+
+def test_with_gradients_the_convs_run_as_before_the_switch():
+    x = torch.randn(2, 3, 64)
+    grads = []
+    for switched in (False, True):
+        net = fast_and_plain_convs().train()
+        if switched:
+            channels_last_inference(net)
+        net(x).square().sum().backward()
+        grads.append([p.grad for p in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
+def test_a_stream_switches_its_models_convs_and_hands_back_plain_tensors(registry):
+    model = causal_model(registry)
+    x = torch.randn(1, 1, 4 * model.hop_length)
+    with torch.no_grad():
+        offline = model.encode(x)[0]
+    stream = Stream(model, 8000)
+    convs = [m for m in model.modules() if hasattr(m, "use_channels_last")]
+    plain = [parametrize.is_parametrized(m) for m in convs]  # weight norm: left as it is
+    assert any(plain) and not all(plain)
+    assert [m.fast for m in convs] == [not p for p in plain]
+    latent = stream.encode(x)
+    assert latent.shape[-1] == 4 and latent.is_contiguous()
+    assert torch.allclose(latent, offline, atol=1e-5)
+
+
+def test_a_weight_normed_conv_keeps_its_plain_path():
+    layer = weight_norm(CausalConv1d(2, 4, 3))
+    assert channels_last_inference(layer) == 0 and not layer.fast

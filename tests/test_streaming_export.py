@@ -198,6 +198,16 @@ def test_streaming_torchscript_takes_a_new_batch_size_as_a_new_stream(loaded, ex
     assert (got - offline(loaded, x)).abs().max() <= 1e-4
 
 
+def test_the_file_keeps_the_weights_laid_out_for_the_channels_last_convs(exported):
+    """Saved and loaded, each kernel > 1 weight is still [A, K, B] in memory (oneDNN's layout),
+    and only once in the file (a parameter, no traced copy)."""
+    module = torch.jit.load(str(exported))
+    weights = {k: v for k, v in module.state_dict().items() if v.dim() == 3 and v.shape[-1] > 1}
+    assert weights and all(w.stride(1) == 1 and not w.is_contiguous() for w in weights.values())
+    stored = sum(v.numel() * v.element_size() for v in module.state_dict().values())
+    assert exported.stat().st_size < 1.2 * stored + 2**20
+
+
 def test_streaming_onnx_step_with_explicit_state_equals_the_stream(loaded, run_dir, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     hop, chunk = loaded.hop_length, 4 * loaded.hop_length

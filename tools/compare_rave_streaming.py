@@ -5,9 +5,11 @@
 
 Lyra's side: experiments/reference/rave_v2.json with `"causal": true`, random weights, saved and
 loaded like a trained run (eval, weight norm folded); its eager `Stream` and its
-`lyra export --streaming` TorchScript module, and the non-causal model decoding the same frames
-offline. RAVE's side runs in the RAVE environment's python (acids-rave 2.3.1 with cached_conv and
-gin-config; nothing of RAVE is in this repository): `rave.RAVE()` from the package's own
+`lyra export --streaming` TorchScript module (both run the convs on their channels-last oneDNN
+path, `runs.streaming.channels_last_inference`), and the non-causal model decoding the same
+frames offline (plain conv1d, as the loaded model runs it). RAVE's side runs in the RAVE
+environment's python (acids-rave 2.3.1 with cached_conv and gin-config; nothing of RAVE is in
+this repository): `rave.RAVE()` from the package's own
 `configs/v2.gin` + `configs/causal.gin` with `cc.use_cached_conv(True)`, weight norm removed, as
 RAVE's `scripts/export.py --streaming` builds it; its encoder, generator and PQMF, eager and
 `torch.jit.script`ed, and the non-causal v2 model decoding offline.

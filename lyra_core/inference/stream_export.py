@@ -10,6 +10,9 @@ the next chunk needs of the past (`lyra_core.runs.streaming`). Exporting it:
   from a first step on zeros; the initial state is zeros of those shapes (what a fresh stream sees).
   The plugin modules are not TorchScript-compatible source (Python shape checks, `super()`
   calls, string annotations), so the steps are traced, as `lyra export` traces its stages.
+  The convs are first switched to their channels-last inference path
+  (`runs.streaming.channels_last_inference`), so the traced steps run oneDNN's
+  kernels on the CPU and the file keeps the weights laid out for them.
 - TorchScript: a `torch.jit.script`ed wrapper holds the state as list attributes and offers
   `encode(x)`, `decode(z)`, `forward(x)` and `reset()`, with what nn~ reads of a RAVE export:
   `get_methods()`, `get_attributes()`, `<method>_params` buffers ([in channels, in ratio, out
@@ -38,7 +41,12 @@ from lyra_core.inference.export import TOLERANCE, EncodeCore, _quiet, _stages, _
 from lyra_core.interfaces import StreamingState
 from lyra_core.loader import resolved
 from lyra_core.runs.model import LoadedModel
-from lyra_core.runs.streaming import chunk_multiple, set_streaming, streaming_layers
+from lyra_core.runs.streaming import (
+    channels_last_inference,
+    chunk_multiple,
+    set_streaming,
+    streaming_layers,
+)
 
 DEFAULT_CHUNK = 2048  # samples per ONNX step (rounded up to the chunk multiple)
 
@@ -148,6 +156,7 @@ def build_steps(
         raise LyraError(f"export --streaming: model '{loaded.name}' has a single-vector latent")
     filterbank, encoder, bottleneck, decoder = _stages(loaded)
     model, dev = loaded.model, loaded.device
+    channels_last_inference(model)
     encode_core = EncodeCore(filterbank, encoder, bottleneck).eval()
     decode_core = DecodeStepCore(filterbank, decoder, bottleneck).eval()
     x = torch.zeros(1, loaded.channels, chunk, device=dev)
@@ -414,7 +423,7 @@ class StreamingCodec(nn.Module):
         state = self._fresh(self.encode_state, self.encode_shapes, x)
         z, state = self.encode_step(x, state)
         self.encode_state = state
-        return z
+        return z.contiguous()  # the channels-last convs leave it laid out [B, F, D]
 
     @torch.jit.export
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -431,7 +440,7 @@ class StreamingCodec(nn.Module):
         state = self._fresh(self.decode_state, self.decode_shapes, z)
         y, state = self.decode_step(z, state)
         self.decode_state = state
-        return y
+        return y.contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Audio -> audio, chunk after chunk: `decode(encode(x))`."""

@@ -9,6 +9,11 @@ Latency (what a live performer hears): a chunk must be complete before it is enc
 output lags the input by the chunk plus the model's `delay` (a causal PQMF's filters). A
 non-causal model has no streaming form; chunked offline with context (`runs.chunking`), its
 latency is the chunk plus the context to the right it waits for.
+
+Speed: a `Stream` switches the model's convs to their channels-last inference path
+(`channels_last_inference`: oneDNN's kernels, several times faster at batch 1 on the CPU, the
+same output to float rounding); it stays on after `close` and takes effect only where no
+gradient is recorded.
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ def streaming_layers(model: nn.Module) -> list[StreamingState]:
 def chunk_multiple(model: nn.Module) -> int:
     """What every streamed chunk's length must be a multiple of: hop times frame multiple."""
     return int(model.hop_length) * int(getattr(model, "frame_multiple", 1))
+
+
+def channels_last_inference(model: nn.Module, on: bool = True) -> int:
+    """Switch every layer of `model` that has a channels-last inference path (a
+    `use_channels_last(on)` method, as the convs of the built-in blocks have) to it, or back;
+    returns how many layers changed."""
+    layers = [m for m in model.modules() if callable(getattr(m, "use_channels_last", None))]
+    return sum(bool(m.use_channels_last(on)) for m in layers)
 
 
 def set_streaming(model: nn.Module, on: bool) -> None:
@@ -75,6 +88,7 @@ class Stream:
         self.hop = int(model.hop_length)
         self.chunk_multiple = chunk_multiple(model)
         self.padded = 0
+        channels_last_inference(model)
         set_streaming(model, True)
 
     def reset(self) -> None:
@@ -102,12 +116,12 @@ class Stream:
     @torch.inference_mode()
     def encode(self, chunk: torch.Tensor) -> torch.Tensor:
         """[B, C, N] audio -> [B, D, N / hop] latent frames."""
-        return self.model.encode(self._fit(chunk))[0]
+        return self.model.encode(self._fit(chunk))[0].contiguous()
 
     @torch.inference_mode()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, D, F] latent frames -> [B, C, F·hop] audio."""
-        return self.model.decode(latent)
+        return self.model.decode(latent).contiguous()
 
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(chunk))

@@ -9,7 +9,9 @@ windowed attention block `local_attention` lives in plugins/attention.py.
 
 `causal` (or the model's `causal`, through the build context) builds every conv of a block in
 its causal, streamable form (plugins/causal.py): padded on the left only, transposed convs
-overlap-added between chunks.
+overlap-added between chunks. Every conv built here is a `FastConv`: switched by
+`lyra_core.runs.streaming.channels_last_inference`, it runs oneDNN's channels-last path at
+inference (causal.py).
 """
 
 from __future__ import annotations
@@ -27,12 +29,32 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 from lyra_core import ActivationRef, BuildContext, BuildError, hookimpl, param
 from lyra_core.validators import MAX_FACTOR, odd, positive_ints, size
 from lyra_plugins.activations import SnakeSpec
-from lyra_plugins.blocks.causal import CausalConv1d, CausalConvTranspose1d
+from lyra_plugins.blocks.causal import (
+    CausalConv1d,
+    CausalConvTranspose1d,
+    FastConv,
+    conv1d,
+    conv_transpose1d,
+)
 
 DownPadding = Literal["symmetric", "asymmetric"]
 
 
-class AsymmetricConv1d(nn.Conv1d):
+class Conv1d(FastConv, nn.Conv1d):
+    """nn.Conv1d (zero padding), with the channels-last inference path of causal.py."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv1d(self, x)
+
+
+class ConvTranspose1d(FastConv, nn.ConvTranspose1d):
+    """nn.ConvTranspose1d (no output size argument), with the channels-last inference path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv_transpose1d(self, x)
+
+
+class AsymmetricConv1d(Conv1d):
     """A Conv1d that zero-pads (left, right) itself before convolving (cached_conv's padding)."""
 
     def __init__(self, *args: Any, pad: tuple[int, int], **kwargs: Any):
@@ -77,7 +99,7 @@ def conv(
     if padding is None:
         padding = dilation * (kernel_size - 1) // 2
     if transposed:
-        layer: nn.Module = nn.ConvTranspose1d(
+        layer: nn.Module = ConvTranspose1d(
             in_channels,
             out_channels,
             kernel_size,
@@ -99,7 +121,7 @@ def conv(
             pad=padding,
         )
     else:
-        layer = nn.Conv1d(
+        layer = Conv1d(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias
         )
     return _weight_norm(layer) if weight_norm else layer
