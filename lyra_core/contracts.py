@@ -190,6 +190,21 @@ def optimizer(built: Any, kwargs: dict[str, Any], ctx: BuildContext) -> None:
     )
 
 
+def prior(built: Any, kwargs: dict[str, Any], ctx: BuildContext) -> None:
+    import torch
+
+    from lyra_core.interfaces import Prior
+
+    _require(isinstance(built, Prior), "build() must return a lyra_core.interfaces.Prior")
+    z = _audio(kwargs["latent_channels"], LENGTH, grad=False)
+    _gradients(built, _tensor(built.nll(z), "nll(z)", (BATCH,)).mean())
+    generator = torch.Generator().manual_seed(0)
+    shape = (BATCH, kwargs["latent_channels"], 1)
+    for past in (z[..., :0], z):
+        _tensor(built.next_frame(past, 1.0, generator), "next_frame(past)", shape)
+    _tensor(built.next_frame(z, 0.0), "next_frame(past) at temperature 0", shape)
+
+
 Contract = Callable[[Any, dict[str, Any], BuildContext], None]
 CONTRACTS: dict[str, Contract] = {
     "activation": activation,
@@ -203,4 +218,5 @@ CONTRACTS: dict[str, Contract] = {
     "discriminator": discriminator,
     "weight_schedule": weight_schedule,
     "optimizer": optimizer,
+    "prior": prior,
 }

@@ -73,6 +73,11 @@ class Bottleneck(nn.Module):
         """Latents drawn from the prior, shaped like `encode`'s output for `frames` frames."""
         raise NotImplementedError
 
+    def prior_nll(self, z: torch.Tensor) -> torch.Tensor:
+        """The negative log-likelihood of a time-series latent [B, D, T] under the frame-wise
+        prior `sample_prior` draws from, [B], in nats per value (as `Prior.nll`)."""
+        raise NotImplementedError
+
 
 class QuantizingBottleneck(Bottleneck):
     """A bottleneck with discrete codes (residual vector quantization and the like).
@@ -99,6 +104,46 @@ class QuantizingBottleneck(Bottleneck):
     def encode(self, h: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z, _, terms = self.quantize(h)
         return z, terms
+
+
+class Prior(nn.Module):
+    """An autoregressive density over latent sequences [B, D, T]: p(z) = Π_t p(z_t | z_<t).
+
+    `nll(z)` is the negative log-likelihood of each sequence, [B], in nats per latent value
+    (averaged over D and T), so it compares with a bottleneck's frame-wise prior
+    (`Bottleneck.prior_nll`). `next_frame(past, temperature, generator)` draws the frame that
+    follows `past` [B, D, T] (T = 0: a sequence's first frame; only the last `receptive_field`
+    frames matter), [B, D, 1]; temperature 0 takes the most likely value. `generate` continues
+    a prompt frame by frame.
+    """
+
+    latent_channels: int
+    receptive_field: int = 1
+
+    def nll(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def next_frame(
+        self,
+        past: torch.Tensor,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        frames: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """`prompt` [B, D, P] followed by `frames` new frames, [B, D, P + frames]; an empty
+        prompt (P = 0) starts a sequence as training saw its first frames."""
+        z, window = prompt, self.receptive_field
+        for _ in range(frames):
+            z = torch.cat([z, self.next_frame(z[..., -window:], temperature, generator)], -1)
+        return z
 
 
 class Augmentation(nn.Module):

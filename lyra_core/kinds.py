@@ -84,6 +84,11 @@ CORE_KINDS: tuple[Kind, ...] = tuple(
         ("optimizer", "build(ctx, params) -> torch.optim.Optimizer", _params),
         ("scheduler", "build(ctx, optimizer, steps) -> learning-rate scheduler", _optimizer),
         ("model", "build(ctx) -> nn.Module with encode, decode and forward", dict),
+        (
+            "prior",
+            "build(ctx, latent_channels) -> Prior: nll and next_frame over latents [B, D, T]",
+            lambda: {"latent_channels": 4},
+        ),
         ("tracker", "build(ctx) -> experiment tracker (MLflow, none, ...)", dict),
         (
             "importer",
@@ -112,4 +117,5 @@ DatasetRef = Ref["dataset"]
 OptimizerRef = Ref["optimizer"]
 SchedulerRef = Ref["scheduler"]
 ModelRef = Ref["model"]
+PriorRef = Ref["prior"]
 TrackerRef = Ref["tracker"]

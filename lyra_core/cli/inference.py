@@ -72,6 +72,7 @@ def sample_command(args: argparse.Namespace) -> int:
         audio_output(args),
         args.seed,
         args.temperature,
+        args.prompt,
     )
     print(f"wrote {len(written)} sample(s) to {args.output}")
     return 0
@@ -165,7 +166,8 @@ def _add_file_commands(sub: Any) -> None:
 
 def _add_latent_commands(sub: Any) -> None:
     """sample, interpolate: sounds made in the latent space."""
-    p = add_command(sub, "sample", sample_command, help="decode draws from the bottleneck's prior")
+    text = "decode draws from the run's latent prior (else the bottleneck's frame-wise prior)"
+    p = add_command(sub, "sample", sample_command, help=text)
     add_run_options(p)
     p.add_argument(
         "-n", type=count, default=1, help=f"how many samples, 1 to {MAX_COUNT:,} (default: 1)"
@@ -175,6 +177,8 @@ def _add_latent_commands(sub: Any) -> None:
     p.add_argument(
         "--temperature", type=temperature, default=1.0, help="prior scale, 0 to 100 (default: 1)"
     )
+    text = "an audio file the latent prior continues: each sample is it, then --seconds more"
+    p.add_argument("--prompt", metavar="FILE", help=text)
     _output_dir(p)
     text = "a path between two files' latents"
     p = add_command(sub, "interpolate", interpolate_command, help=text)

@@ -483,7 +483,7 @@ class Explorer:
         frames = self.loaded.latent_frames(length)
         gen = torch.Generator(device=self.loaded.device).manual_seed(int(seed))
         with torch.inference_mode():
-            z = self.loaded.bottleneck.sample_prior(1, frames, float(temperature), gen).cpu()
+            z = self.loaded.sample_latents(1, frames, float(temperature), gen).cpu()
         return Sound(z, length, f"sample_seed{int(seed)}_t{float(temperature):g}")
 
     def between(self, first: Sound, second: Sound, t: float) -> Sound:

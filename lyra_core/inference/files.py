@@ -234,17 +234,25 @@ def sample_files(
     output: AudioOutput,
     seed: int = 0,
     temperature: float = 1.0,
+    prompt: str | Path | None = None,
 ) -> list[Path]:
-    """Decode `count` draws from the bottleneck's prior, `seconds` long each."""
+    """Decode `count` latents `seconds` long each, drawn from the model's latent prior (a
+    `latent_prior` run) or else the bottleneck's frame-wise prior; with `prompt`, an audio file
+    whose latent the prior continues (each output is the prompt, then `seconds` more)."""
     if count < 1 or not 0 < seconds < math.inf:
         raise LyraError("sample: need -n >= 1 and a finite --seconds > 0")
     length = max(1, round(seconds * loaded.sample_rate))
     check_fits(length * loaded.channels, f"sample: {seconds:g} seconds of audio")
     frames = loaded.latent_frames(length)
     check_fits(count * frames * loaded.latent_channels, f"sample: {count} latents", 4)
+    start = None
+    if prompt is not None:
+        audio = load_input(loaded, prompt)
+        start = encode_audio(loaded, audio, chunking)
+        length += round(start.shape[-1] * loaded.hop_length)
     gen = torch.Generator(device=loaded.device).manual_seed(seed)
     with torch.inference_mode():
-        z = loaded.bottleneck.sample_prior(count, frames, temperature, gen).cpu()
+        z = loaded.sample_latents(count, frames, temperature, gen, start).cpu()
     written = []
     for i in range(count):
         audio = decode_latent(loaded, z[i : i + 1], length, chunking)

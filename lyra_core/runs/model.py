@@ -31,7 +31,7 @@ from torch.nn.utils import parametrize
 
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
-from lyra_core.interfaces import AudioModel, Bottleneck, QuantizingBottleneck
+from lyra_core.interfaces import AudioModel, Bottleneck, Prior, QuantizingBottleneck
 from lyra_core.loader import validate_data
 from lyra_core.plugins import Plugins
 from lyra_core.runs import checkpoint
@@ -164,6 +164,37 @@ class LoadedModel:
         if found is None:
             raise LyraError(f"model '{self.name}': no single Bottleneck module to sample from")
         return found
+
+    @property
+    def prior(self) -> Prior | None:
+        """The model's latent prior (a `latent_prior` run's), if it has one."""
+        found = [m for m in self.model.modules() if isinstance(m, Prior)]
+        return found[0] if len(found) == 1 else None
+
+    def sample_latents(
+        self,
+        count: int,
+        frames: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        prompt: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`count` latents of `frames` frames: drawn from the model's latent prior, following
+        `prompt` [1, D, P] when given (then P + frames frames), else from the bottleneck's own
+        frame-wise prior (which cannot continue a prompt)."""
+        prior = self.prior
+        if prior is None:
+            if prompt is not None:
+                raise LyraError(
+                    f"model '{self.name}' has no latent prior to continue a prompt with; train "
+                    "one on this run's latents (a `latent_prior` model, see README: Latent "
+                    "priors) and sample from that run"
+                )
+            return self.bottleneck.sample_prior(count, frames, temperature, generator)
+        if prompt is None:
+            prompt = torch.zeros(1, self.latent_channels, 0)
+        start = prompt.to(self.device).expand(count, -1, -1)
+        return prior.generate(start, frames, temperature, generator)
 
     @property
     def quantizer(self) -> QuantizingBottleneck | None:

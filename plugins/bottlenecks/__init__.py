@@ -194,6 +194,15 @@ class LatentBottleneck(Bottleneck):
         u = u * temperature
         return from_rows(self.prior_transform(to_rows(u)), u)
 
+    def prior_nll(self, z: torch.Tensor) -> torch.Tensor:
+        """Nats per value under N(0, I), the frame-wise prior of a time-series latent."""
+        if self.single_vector or z.dim() != 3:
+            raise LyraError(
+                f"{self.name} bottleneck: prior_nll is for time-series latents [batch, D, "
+                f"frames], got {list(z.shape)}"
+            )
+        return (0.5 * z.float().square() + 0.5 * math.log(2 * math.pi)).mean(dim=(1, 2))
+
 
 class DeterministicBottleneck(LatentBottleneck):
     """The encoder's output is the latent: no sampling, no KL."""
