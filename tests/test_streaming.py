@@ -205,6 +205,8 @@ def test_a_stream_switches_its_models_convs_and_hands_back_plain_tensors(registr
     assert torch.allclose(latent, offline, atol=1e-5)
 
 
-def test_a_weight_normed_conv_keeps_its_plain_path():
+def test_a_weight_normed_conv_and_one_off_the_cpu_keep_their_plain_path():
     layer = weight_norm(CausalConv1d(2, 4, 3))
     assert channels_last_inference(layer) == 0 and not layer.fast
+    off_the_cpu = CausalConv1d(2, 4, 3, device="meta")
+    assert channels_last_inference(off_the_cpu) == 0 and off_the_cpu.weight.is_contiguous()

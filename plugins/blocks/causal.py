@@ -67,11 +67,13 @@ class FastConv:
         """Lay the weight out for the channels-last inference path in place and take that path
         where no gradient is recorded (`on` False: back to plain); True if the layer changed.
 
-        A computed weight (weight norm not folded) is laid out plainly on every pass: such a
-        layer stays as it is.
+        A computed weight (weight norm not folded) is laid out plainly on every pass, and off the
+        CPU the plain path is the fast one: such layers stay as they are.
         """
         plain = self.padding_mode == "zeros" and not isinstance(self.padding, str)
         if not plain or parametrize.is_parametrized(self, "weight"):
+            return False
+        if on and self.weight.device.type != "cpu":
             return False
         with torch.inference_mode(False), torch.no_grad():  # a plain tensor, even in inference
             self.weight.data = _laid_out(self.weight.data, on)
