@@ -273,7 +273,7 @@ class LatentPriorSpec:
     @staticmethod
     def example() -> LatentPriorSpec:
         """A prior over a small untrained codec, for the contract tests."""
-        return LatentPriorSpec(codec=str(_example_codec()), prior=WaveNetPriorSpec(channels=8))
+        return LatentPriorSpec(codec=str(example_codec()), prior=WaveNetPriorSpec(channels=8))
 
     def build(self, ctx: BuildContext) -> AudioModel:
         codec = load_codec(self.codec, self.weights, ctx)
@@ -282,7 +282,7 @@ class LatentPriorSpec:
 
 
 @functools.cache
-def _example_codec() -> Path:
+def example_codec() -> Path:
     """A run directory holding a small untrained mono 22,050 Hz codec (the contract tests')."""
     from lyra_core.plugins import load_plugins
 

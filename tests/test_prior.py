@@ -201,3 +201,17 @@ def test_bad_codecs_are_refused_naming_model_codec(runs, tmp_path):
         with pytest.raises(LyraError, match=message) as info:
             train(plugins, str(path), run_dir=str(tmp_path / f"never{i}"), device="cpu")
         assert "model.codec" in str(info.value)
+
+
+def test_evaluate_scores_the_latent_under_both_priors(runs, tmp_path, capsys):
+    _, prior_dir = runs
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, 0.3 * np.sin(np.arange(RATE // 2) / 5.0).astype(np.float32), RATE)
+    report = tmp_path / "report.json"
+    args = ["evaluate", str(clip), "--run", str(prior_dir), "--baselines", "--json", str(report)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "prior_nll" in out and "frame_prior_nll" in out
+    model = json.loads(report.read_text())["systems"]["model"]["mean"]
+    assert math.isfinite(model["prior_nll"]) and math.isfinite(model["frame_prior_nll"])
+    assert math.isnan(model["visqol"])  # half a second: shorter than ViSQOL can score

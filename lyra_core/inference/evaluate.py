@@ -12,6 +12,8 @@ transmits per second:
 With baselines, the same files go through μ-law PCM and Opus/Vorbis at that bitrate and through
 resampling to as many samples per second as the model sends values, and are scored the same way.
 Encode and decode real-time factors (seconds of compute per second of audio) are measured here.
+For a run with a latent prior (`latent_prior`), each file's latent is also scored by the prior
+and by the bottleneck's frame-wise prior: `prior_nll`, `frame_prior_nll`, nats per value.
 
 Files that cannot be read are named and skipped. A file at another sample rate or channel count
 than the model's is converted as training converts it (`lyra_core.runs.audio`: band-limited
@@ -150,17 +152,28 @@ def _reconstruct(
     chunking: Chunking,
     latent_bits: int | None,
     report: Report,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reconstruction and the latent the model encoded (before any latent quantization)."""
     start = time.perf_counter()
     z = encode_audio(loaded, audio, chunking)
     middle = time.perf_counter()
-    if latent_bits and loaded.quantizer is None:
-        z = quantize_uniform(z, latent_bits)
-    recon = decode_latent(loaded, z, audio.shape[-1], chunking)
+    sent = quantize_uniform(z, latent_bits) if latent_bits and loaded.quantizer is None else z
+    recon = decode_latent(loaded, sent, audio.shape[-1], chunking)
     report.timing["encode"] += middle - start
     report.timing["decode"] += time.perf_counter() - middle
     report.timing["audio"] += audio.shape[-1] / loaded.sample_rate
-    return recon
+    return recon, z
+
+
+def latent_likelihoods(loaded: LoadedModel, z: torch.Tensor) -> dict[str, float]:
+    """For a run with a latent prior: the latent's negative log-likelihood under it and under
+    the bottleneck's frame-wise prior, in nats per latent value."""
+    with torch.inference_mode():
+        z = z.to(loaded.device)
+        return {
+            "prior_nll": float(loaded.prior.nll(z)[0]),
+            "frame_prior_nll": float(loaded.bottleneck.prior_nll(z)[0]),
+        }
 
 
 @attrs.frozen
@@ -194,10 +207,11 @@ def evaluate_files(
         audio = _read(loaded, path, report)
         if audio is None:
             continue
-        recon = _reconstruct(loaded, audio, chunking, latent_bits, report)
-        report.rows.append(
-            Row(MODEL, str(path), report.transmission.bits_per_second, score(recon, audio))
-        )
+        recon, z = _reconstruct(loaded, audio, chunking, latent_bits, report)
+        scores = score(recon, audio)
+        if loaded.prior is not None:
+            scores |= latent_likelihoods(loaded, z)
+        report.rows.append(Row(MODEL, str(path), report.transmission.bits_per_second, scores))
         _write(out_dir, MODEL, path, recon[0].numpy(), loaded.sample_rate)
         if with_baselines:
             _score_baselines(audio, path, score, report, out_dir)
@@ -286,7 +300,7 @@ def _input_notes(report: Report) -> list[str]:
 
 
 def _line(system: str, label: str, width: int, kbps: float, values: dict, names: list) -> str:
-    cells = "".join(f"{values[n]:>15.4f}" for n in names)
+    cells = "".join(f"{values.get(n, math.nan):>15.4f}" for n in names)  # nan: not measured
     return f"{system:<10}{label:<{width}}{kbps:>9.2f}{cells}"
 
 

@@ -20,6 +20,7 @@ evaluation agree.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -96,13 +97,19 @@ def visqol_available() -> bool:
 
 
 def visqol(recon: np.ndarray, target: np.ndarray, rate: int) -> float:
-    """ViSQOL audio-mode MOS of the channel mean [C, T], both resampled to 48 kHz."""
+    """ViSQOL audio-mode MOS of the channel mean [C, T], both resampled to 48 kHz; NaN for a
+    clip shorter than ViSQOL's smallest patch (about a second), which it cannot score."""
     score = _visqol()
     if score is None:
         raise LyraError("ViSQOL needs the eval extra: pip install -e '.[eval]'")
     ref = resample(target.mean(0, keepdims=True), rate, VISQOL_RATE)[0].astype(np.float64)
     deg = resample(recon.mean(0, keepdims=True), rate, VISQOL_RATE)[0].astype(np.float64)
-    return score(ref, deg)
+    try:
+        return score(ref, deg)
+    except ValueError as exc:
+        if "patch" not in str(exc):
+            raise
+        return math.nan
 
 
 def speech_available() -> bool:
