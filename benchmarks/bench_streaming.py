@@ -30,10 +30,9 @@ import pytest
 import torch
 
 from lyra_core.inference.stream_export import build_streaming_torchscript
-from lyra_core.loader import resolved, validate_data
+from lyra_core.loader import validate_data
 from lyra_core.plugins import load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.model import LoadedModel, load_model
+from lyra_core.runs.model import LoadedModel, load_model, save_model
 from lyra_core.runs.streaming import Latency, Stream
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -65,14 +64,7 @@ def loaded_model(name: str, causal: bool, smoke: bool, folder: Path) -> LoadedMo
         torch.manual_seed(0)
         model = spec.model.build(spec.context(plugins.registry))
         run = folder / f"{name}-{causal}-{smoke}"
-        state = {
-            "format": checkpoint.FORMAT,
-            "model": model.state_dict(),
-            "spec": json.dumps(resolved(spec, plugins.registry)),
-            "plugins": plugins.versions(),
-            "step": 0,
-        }
-        checkpoint.save_atomic(state, run / "checkpoints" / "last.pt")
+        save_model(model, spec, plugins.registry, run, plugins.versions())
         MODELS[key] = load_model(run, plugins, device="cpu")
     return MODELS[key]
 

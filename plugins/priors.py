@@ -18,7 +18,6 @@ codec, on its latents, the codec frozen.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import tempfile
@@ -32,7 +31,7 @@ from torch import nn
 
 from lyra_core import BuildContext, BuildError, LyraError, PriorRef, hookimpl, param
 from lyra_core.interfaces import AudioModel, ModelOutput, Prior, QuantizingBottleneck
-from lyra_core.loader import resolved, validate_data
+from lyra_core.loader import validate_data
 from lyra_core.runs import checkpoint
 from lyra_core.runs.model import (
     MLFLOW_RUN_ID,
@@ -41,6 +40,7 @@ from lyra_core.runs.model import (
     choose_weights,
     find_bottleneck,
     find_checkpoint,
+    save_model,
     stored_spec,
 )
 from lyra_core.spec import make_converter
@@ -301,14 +301,7 @@ def example_codec() -> Path:
         }
         spec = validate_data(data, registry, "example codec")
         torch.manual_seed(0)
-        model = spec.model.build(spec.context(registry))
-        state = {
-            "format": checkpoint.FORMAT,
-            "model": model.state_dict(),
-            "spec": json.dumps(resolved(spec, registry)),
-            "step": 0,
-        }
-        checkpoint.save_atomic(state, run / "checkpoints" / "last.pt")
+        save_model(spec.model.build(spec.context(registry)), spec, registry, run)
     return run
 
 

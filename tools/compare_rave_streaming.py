@@ -87,10 +87,9 @@ def measure(side: str, fns: dict[str, tuple[Callable, torch.Tensor]], args: Any)
 
 def lyra_loaded(causal: bool, folder: Path) -> Any:
     """The RAVE v2-sized model with random weights, checkpointed and loaded like a trained run."""
-    from lyra_core.loader import resolved, validate_data
+    from lyra_core.loader import validate_data
     from lyra_core.plugins import load_plugins
-    from lyra_core.runs import checkpoint
-    from lyra_core.runs.model import load_model
+    from lyra_core.runs.model import load_model, save_model
 
     plugins = load_plugins()
     data = json.loads(SPEC.read_text())
@@ -100,14 +99,7 @@ def lyra_loaded(causal: bool, folder: Path) -> Any:
     model = spec.model.build(spec.context(plugins.registry))
     parts = {name: count(getattr(model, name)) for name in ("encoder", "decoder")}
     run = folder / f"rave_v2-{causal}"
-    state = {
-        "format": checkpoint.FORMAT,
-        "model": model.state_dict(),
-        "spec": json.dumps(resolved(spec, plugins.registry)),
-        "plugins": plugins.versions(),
-        "step": 0,
-    }
-    checkpoint.save_atomic(state, run / "checkpoints" / "last.pt")
+    save_model(model, spec, plugins.registry, run, plugins.versions())
     return load_model(run, plugins, device="cpu"), parts
 
 

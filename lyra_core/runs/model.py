@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.interfaces import AudioModel, Bottleneck, Prior, QuantizingBottleneck
-from lyra_core.loader import validate_data
+from lyra_core.loader import resolved, validate_data
 from lyra_core.plugins import Plugins
 from lyra_core.runs import checkpoint
 from lyra_core.runs.device import pick_device
@@ -329,6 +329,29 @@ def build_trained(
     fold_parametrizations(model)
     use_eager_implementations(model)
     return model.to(dev)
+
+
+def save_model(
+    model: nn.Module,
+    spec: ExperimentSpec,
+    registry: Any,
+    run: Path,
+    plugins: dict[str, str] | None = None,
+    step: int = 0,
+) -> Path:
+    """Write `model`'s weights with `spec` as `run`/checkpoints/last.pt, a checkpoint
+    `load_model` loads like a trained run's (e.g. an untrained model to benchmark or test);
+    `plugins` are the versions `lyra_core.plugins.Plugins.versions()` gives."""
+    state = {
+        "format": checkpoint.FORMAT,
+        "model": model.state_dict(),
+        "spec": json.dumps(resolved(spec, registry)),
+        "plugins": plugins or {},
+        "step": step,
+    }
+    path = run / "checkpoints" / "last.pt"
+    checkpoint.save_atomic(state, path)
+    return path
 
 
 def load_model(
