@@ -14,9 +14,10 @@ import soundfile as sf
 import torch
 
 from lyra_core.cli import main
-from lyra_core.errors import LyraError
+from lyra_core.errors import BuildError, LyraError
+from lyra_core.loader import validate_data
 from lyra_core.plugins import load_plugins
-from lyra_core.runs.model import load_model
+from lyra_core.runs.model import load_model, save_model
 from lyra_core.training import train
 from lyra_plugins.priors import WaveNetPrior
 
@@ -215,3 +216,23 @@ def test_evaluate_scores_the_latent_under_both_priors(runs, tmp_path, capsys):
     model = json.loads(report.read_text())["systems"]["model"]["mean"]
     assert math.isfinite(model["prior_nll"]) and math.isfinite(model["frame_prior_nll"])
     assert math.isnan(model["visqol"])  # half a second: shorter than ViSQOL can score
+
+
+@pytest.mark.parametrize(
+    ("bottleneck", "message"),
+    [
+        ({"type": "fsq", "dim": 4, "levels": [5, 4]}, "discrete codes"),
+        ({"type": "single_vector", "latent_dim": 4}, "one vector per example"),
+    ],
+)
+def test_latents_a_frame_density_cannot_model_are_refused(tmp_path, bottleneck, message):
+    plugins = load_plugins()
+    spec_data = copy.deepcopy(CODEC)
+    spec_data["model"]["bottleneck"] = bottleneck
+    spec = validate_data(spec_data, plugins.registry, "codec")
+    codec = tmp_path / "codec"
+    save_model(spec.model.build(spec.context(plugins.registry)), spec, plugins.registry, codec)
+    prior = validate_data(prior_spec(str(codec)), plugins.registry, "prior")
+    with pytest.raises(BuildError, match=message) as info:
+        prior.model.build(prior.context(plugins.registry))
+    assert info.value.path == "model.codec"
