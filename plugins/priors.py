@@ -198,10 +198,13 @@ class LatentPriorModel(AudioModel):
         training, where only the terms count, the codec does not decode and the
         reconstruction is `x` itself."""
         with torch.no_grad():
-            z, _ = self.codec.encode(x)
+            if self.training:
+                z, y = self.codec.encode(x)[0], x
+            else:
+                out = self.codec(x)
+                z, y = out.latent, out.reconstruction
             z = z.float()
             terms = {"frame_prior_nll": self.bottleneck.prior_nll(z)}
-            y = x if self.training else self.codec(x).reconstruction
         terms["nll"] = self.prior.nll(z)
         return ModelOutput(y, z, terms)
 
@@ -231,7 +234,7 @@ def load_codec(source: str, weights: str | None, ctx: BuildContext) -> AudioMode
     return codec.to(ctx.device)
 
 
-def check_latent(codec: AudioModel, source: str) -> int:
+def check_latent(codec: AudioModel, source: str, channels: int) -> int:
     """The codec's latent width; refuses latents a density over frames cannot model."""
     bottleneck = find_bottleneck(codec)
     if bottleneck is None or isinstance(bottleneck, QuantizingBottleneck):
@@ -243,7 +246,7 @@ def check_latent(codec: AudioModel, source: str) -> int:
         )
     device = next(codec.parameters()).device
     with torch.no_grad():
-        z, _ = codec.encode(torch.zeros(1, codec.channels, codec.hop_length, device=device))
+        z, _ = codec.encode(torch.zeros(1, channels, codec.hop_length, device=device))
     if z.dim() != 3:
         raise BuildError(
             "model.codec",
@@ -277,7 +280,7 @@ class LatentPriorSpec:
 
     def build(self, ctx: BuildContext) -> AudioModel:
         codec = load_codec(self.codec, self.weights, ctx)
-        prior = self.prior.build(ctx, latent_channels=check_latent(codec, self.codec))
+        prior = self.prior.build(ctx, latent_channels=check_latent(codec, self.codec, ctx.channels))
         return LatentPriorModel(codec, prior)
 
 
