@@ -119,7 +119,7 @@ class Report:
 
     def means(self, system: str) -> dict[str, float]:
         rows = [r.metrics for r in self.rows if r.system == system]
-        return {k: float(np.nanmean([m[k] for m in rows])) for k in rows[0]}
+        return {k: _mean_of_measured([m[k] for m in rows]) for k in rows[0]}
 
     def bitrate(self, system: str) -> float:
         return float(np.mean([r.bits_per_second for r in self.rows if r.system == system]))
@@ -144,6 +144,12 @@ class Report:
             "skipped": self.skipped,
             "converted": self.converted,
         }
+
+
+def _mean_of_measured(values: list[float]) -> float:
+    """The mean of the values that are not NaN (NaN: not measurable for that file), else NaN."""
+    measured = [v for v in values if not math.isnan(v)]
+    return float(np.mean(measured)) if measured else math.nan
 
 
 def _reconstruct(
