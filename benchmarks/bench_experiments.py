@@ -11,7 +11,8 @@ the real-time factor (audio seconds per second) and the peak of tensor memory du
 Run: `.venv/bin/pytest benchmarks/bench_experiments.py` or `lyra bench --spec SPEC.json` (which
 sets LYRA_BENCH_SPECS, a path list that replaces the shipped experiments). With
 `--benchmark-disable` (CI) each experiment runs once at batch 1 on 4096 samples, and the GPU-sized
-ones at width 8 in float32 too; adversarial specs get a small MPD.
+ones at width 8 in float32 too; adversarial specs get a small MPD. A latent prior's spec trains
+on the contract tests' small untrained codec (at 22,050 Hz) instead of the codec run it names.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from lyra_core.plugins import load_plugins
 from lyra_core.runs.rundir import RunDir
 from lyra_core.training.data import batch_stream
 from lyra_core.training.engine import Trainer
+from lyra_plugins.priors import example_codec
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_ENV = "LYRA_BENCH_SPECS"
@@ -93,6 +95,8 @@ def overrides_for(path: Path, smoke: bool) -> dict[str, Any]:
     data = {}
     if lookup(read_spec_file(path), "data.dataset.type") == "audio_folder":
         data = {"data.dataset": STAND_IN_DATA}
+    if lookup(read_spec_file(path), "model.type") == "latent_prior":  # names a trained codec run
+        data |= {"model.codec": str(example_codec()), "data.sample_rate": 22050}
     if not smoke:
         return data | (dict(REDUCED) if gpu_sized(path) else {})
     changes = data | SMOKE | (SMOKE_GPU_SIZED if gpu_sized(path) else {})

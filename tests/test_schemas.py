@@ -77,21 +77,17 @@ def test_validator_bounds_are_stated_in_the_schema():
     assert workers["minimum"] == 0
 
 
-def test_user_facing_text_names_models_not_seed_numbers():
+def test_user_facing_text_names_models_not_seed_numbers(capsys):
     """Descriptions say what a thing is ("the LyraCodec VAE"), not an internal "seed 001"."""
     import re
-    import subprocess
-    import sys
+
+    from lyra_core.cli import main
 
     text = json.dumps(experiment_schema(load_plugins(builtins_only=True).registry))
-    out = subprocess.run(
-        [sys.executable, "-m", "lyra_core", "components"], capture_output=True, text=True
-    ).stdout
-    for kind in ("encoder", "decoder", "block", "bottleneck", "activation"):
-        out += subprocess.run(
-            [sys.executable, "-m", "lyra_core", "components", kind], capture_output=True, text=True
-        ).stdout
-    assert "LyraCodec" in text
+    for kind in ("", "encoder", "decoder", "block", "bottleneck", "activation", "prior"):
+        assert main(["components", kind] if kind else ["components"]) == 0
+    out = capsys.readouterr().out
+    assert "LyraCodec" in text and "wavenet" in out
     assert not re.search(r"seed 0\d\d|\(seed\)|the seed\b", text + out, re.I)
 
 
