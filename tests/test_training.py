@@ -113,20 +113,11 @@ def test_run_directory_records_everything(tmp_path):
     assert (run / "validation" / "step-0000006" / "example0_spectrogram.png").stat().st_size
 
 
-def test_resume_after_sigkill_mid_epoch_is_exact(tmp_path):
-    # 8 examples, batch 2: 4 steps per epoch, so the checkpoint at step 3 is mid-epoch.
-    full, killed = killed_and_resumed(write_spec(tmp_path), tmp_path)
-    a, b = full["model"], killed["model"]
-    assert killed["step"] == 6
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-def test_resume_after_sigkill_is_exact_with_an_average_and_a_balancer(tmp_path):
-    """The same with a weight average updated every other step and two balanced losses of very
-    different scales (one thread: a 2-thread convolution's backward can differ in the last bit
-    between processes)."""
+def test_resume_after_sigkill_mid_epoch_is_exact_with_an_average_and_a_balancer(tmp_path):
+    """8 examples, batch 2: 4 steps per epoch, so the checkpoint at step 3 is mid-epoch; with a
+    weight average updated every other step and two balanced losses of very different scales,
+    the resumed run ends bit for bit where the straight one does (one thread: a 2-thread
+    convolution's backward can differ in the last bit between processes)."""
     losses = [{"type": "l1", "weight": 1000.0}, {"type": "mel", "weight": 0.01}, TINY["losses"][1]]
     training = {"ema": {"decay": 0.9, "start": 1, "every": 2}, "balancer": {"decay": 0.9}}
     spec = write_spec(tmp_path, model=INFERENCE_TINY["model"], losses=losses, training=training)
