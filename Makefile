@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements/reference.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,explore,eval]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,explore,eval,docs]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/reference.txt
 	touch $(STAMP)
 
@@ -63,3 +63,11 @@ schema: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .benchmarks .bench-quality *.egg-info
+
+# The documentation site (docs/, built into build/docs/); a broken link or a missing page fails.
+.PHONY: docs docs-serve
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet -f docs/config/mkdocs.yml
+
+docs-serve: $(STAMP)
+	$(BIN)/mkdocs serve -f docs/config/mkdocs.yml
