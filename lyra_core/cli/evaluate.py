@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lyra_core.cli.common import add_command, add_run_options, chunking, loaded_model
+from lyra_core.cli.common import (
+    add_command,
+    add_run_options,
+    chunking,
+    loaded_model,
+    output_dir,
+    output_file,
+)
 from lyra_core.errors import LyraError
 from lyra_core.runs.audio import AUDIO_EXTENSIONS
 
@@ -66,8 +73,9 @@ def add_parsers(sub: Any) -> None:
     p = add_command(sub, "evaluate", evaluate, help=text, description=about)
     add_run_options(p, audio_out=False)
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders of them")
-    p.add_argument("-o", "--output", metavar="DIR", help="write each system's decoded audio here")
-    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    text = "write each system's decoded audio here"
+    p.add_argument("-o", "--output", metavar="DIR", type=output_dir, help=text)
+    p.add_argument("--json", metavar="FILE", type=output_file, help="write the report as JSON")
     p.add_argument(
         "--baselines",
         action="store_true",
