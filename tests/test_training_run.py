@@ -17,12 +17,12 @@ from lyra_core.errors import LyraError
 from lyra_core.experiment import TrainingSpec
 from lyra_core.plugins import load_plugins
 from lyra_core.runs.rundir import RunDir
+from lyra_core.seeds import derive_seed
 from lyra_core.spec import structure
 from lyra_core.training import distributed, train
 from lyra_core.training.data import BatchSampler, Position
 from lyra_core.training.phases import PhaseSchedule
 from lyra_core.training.progress import Progress
-from lyra_core.training.seeds import derive_seed
 from lyra_core.training.steps import DiscriminatorStep, Precision
 
 from .test_training import write_spec

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lyra_core.errors import LyraError
-from lyra_core.training.seeds import derive_seed
+from lyra_core.seeds import derive_seed
 
 
 @attrs.define

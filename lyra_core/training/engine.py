@@ -34,6 +34,7 @@ from lyra_core.runs import checkpoint
 from lyra_core.runs.metrics import distance_losses
 from lyra_core.runs.rundir import RunDir
 from lyra_core.runs.tracking import SafeTracker, Tracker
+from lyra_core.seeds import derive_seed
 from lyra_core.training import distributed, validation
 from lyra_core.training.budget import Budget
 from lyra_core.training.data import Position, batch_stream
@@ -41,7 +42,6 @@ from lyra_core.training.distributed import Dist
 from lyra_core.training.ema import WeightAverage
 from lyra_core.training.phases import Phase, PhaseSchedule
 from lyra_core.training.progress import Progress
-from lyra_core.training.seeds import derive_seed
 from lyra_core.training.steps import (
     DiscriminatorStep,
     GeneratorStep,
@@ -135,8 +135,9 @@ class Trainer:
         self.augmentations = [a.build(self.ctx) for a in d.augmentations]
         seed = derive_seed(self.spec.seed, "augment", rank)
         self.aug_gen = torch.Generator().manual_seed(seed)
-        self.train_set = d.dataset.build(self.ctx, "train")
-        self.val_set = d.dataset.build(self.ctx, "validation")
+        with self.dist.local_first():  # each node's local rank 0 fills its data cache
+            self.train_set = d.dataset.build(self.ctx, "train")
+            self.val_set = d.dataset.build(self.ctx, "validation")
         self.distances = distance_losses(self.plugins.registry, self.ctx)
         self.position = Position()
 
@@ -184,6 +185,7 @@ class Trainer:
             checkpoint.EMA: self.ema.state_dict() if self.ema else None,
             "spec": self.dir.spec_text(),
             "plugins": self.plugins.versions(),
+            "world": self.dist.world,
         }
 
     def _initialise(self, source: str) -> None:
@@ -209,6 +211,7 @@ class Trainer:
                 f"{self.dir.last}: has no {', '.join(missing)} state to resume from (written by "
                 "lyra import or another tool?); start a new run from its weights with --init"
             )
+        self.dist.check_resume(state.get("world"), self.dir.last)
         self.model.load_state_dict(state["model"])
         self.generator.load_state_dict(state)
         checkpoint.set_rng_state(state["rng"])
