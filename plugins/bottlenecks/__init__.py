@@ -425,3 +425,6 @@ def lyra_register_components(registry) -> None:
     registry.add("bottleneck", "deterministic", DeterministicSpec)
     registry.add("bottleneck", "single_vector", SingleVectorSpec)
     registry.add("bottleneck", "realnvp", RealNVPSpec)
+    from .rate import EntropyBottleneckSpec  # here: rate.py builds on this module's classes
+
+    registry.add("bottleneck", "entropy_bottleneck", EntropyBottleneckSpec)
