@@ -131,6 +131,11 @@ class Prior(nn.Module):
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def next_cdf(self, past: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """P(z ≤ v) for each value of the frame after `past` [B, D, T], at `values` [B, D, K]
+        (float64), [B, D, K]: what an entropy coder tabulates to code a quantized latent."""
+        raise NotImplementedError
+
     def generate(
         self,
         prompt: torch.Tensor,
@@ -144,6 +149,50 @@ class Prior(nn.Module):
         for _ in range(frames):
             z = torch.cat([z, self.next_frame(z[..., -window:], temperature, generator)], -1)
         return z
+
+
+@dataclass(frozen=True)
+class SymbolSpace:
+    """The integer symbols a latent is sent as: `rows` rows (latent dimensions, or a quantizer's
+    codebooks), each symbol in 0..size-1. For a continuous latent on a grid, `edges` [rows,
+    size + 1] holds the latent values that bound each symbol's interval (the outermost ±inf);
+    for codes it is None."""
+
+    rows: int
+    size: int
+    edges: Any = None  # np.ndarray [rows, size + 1] | None
+
+
+class EntropyModel:
+    """Probabilities of a latent's integer symbols, for the entropy coder of `.lyra` files.
+
+    `fit(examples, space)` learns from the run's training latents ([D, T] float arrays for a
+    continuous latent, [codebooks, T] integer arrays for codes); `state()` / `load_state()` are
+    plain arrays stored with the run. A static model gives one probability table per row,
+    `tables(space)` [rows, size]; a `conditional` one gives each frame's from the latent frames
+    before it, `frame_tables(past, space)` with past [rows, t] latent values. Tables are float64,
+    each row summing to 1; the coder gives every symbol a minimum probability.
+    """
+
+    conditional: bool = False
+
+    def bind(self, model: nn.Module) -> None:
+        """The trained model whose latents are coded (a conditional model takes its prior)."""
+
+    def fit(self, examples: list[Any], space: SymbolSpace) -> None:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def tables(self, space: SymbolSpace) -> Any:
+        raise NotImplementedError
+
+    def frame_tables(self, past: torch.Tensor, space: SymbolSpace) -> Any:
+        raise NotImplementedError
 
 
 class Augmentation(nn.Module):

@@ -91,6 +91,11 @@ CORE_KINDS: tuple[Kind, ...] = tuple(
         ),
         ("tracker", "build(ctx) -> experiment tracker (MLflow, none, ...)", dict),
         (
+            "entropy_model",
+            "build(ctx) -> EntropyModel: probabilities of a latent's symbols for .lyra files",
+            dict,
+        ),
+        (
             "importer",
             "build(ctx) -> Importer: a reference codec's checkpoint as a spec and weights",
             dict,
@@ -119,3 +124,4 @@ SchedulerRef = Ref["scheduler"]
 ModelRef = Ref["model"]
 PriorRef = Ref["prior"]
 TrackerRef = Ref["tracker"]
+EntropyModelRef = Ref["entropy_model"]

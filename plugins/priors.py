@@ -126,15 +126,24 @@ class WaveNetPrior(Prior):
         log_p = log_w - log_scale - HALF_LOG_2PI - 0.5 * ((x - mean) / log_scale.exp()).square()
         return -torch.logsumexp(log_p, dim=2).mean(dim=(1, 2))
 
+    def next_mixture(self, past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Log weights, means and log σ [B, D, M] of the frame after `past` [B, D, T]."""
+        window = self.receptive_field
+        past = F.pad(past.float(), (max(0, window - past.shape[-1]), 0))[..., -window:]
+        return tuple(p[..., -1] for p in self.mixture(past))
+
+    def next_cdf(self, past: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        log_w, mean, log_scale = (p.double().unsqueeze(-1) for p in self.next_mixture(past))
+        normal = torch.special.ndtr((values.unsqueeze(2) - mean) / log_scale.exp())
+        return (log_w.exp() * normal).sum(dim=2)  # [B, D, M, K] -> [B, D, K]
+
     def next_frame(
         self,
         past: torch.Tensor,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        window = self.receptive_field
-        past = F.pad(past.float(), (max(0, window - past.shape[-1]), 0))[..., -window:]
-        log_w, mean, log_scale = (p[..., -1] for p in self.mixture(past))  # [B, D, M]
+        log_w, mean, log_scale = self.next_mixture(past)  # [B, D, M]
         if temperature == 0:
             pick = log_w.argmax(dim=-1, keepdim=True)
             return mean.gather(-1, pick)
