@@ -77,6 +77,12 @@ BAD_ARGUMENTS = [
     (["reconstruct", "{wav}", "-o", "{file}"], r"a_file: is a file, not a folder"),
     (["export", "-o", "{root}"], r"is a folder; give a file name"),
     (["export", "-o", "{file}/model.ts"], r"a_file/model.ts: .*a_file is a file, not a folder"),
+    (["sample", "-o", "/dev/null/x"], r"-o/--output: /dev/null/x: /dev/null is a file"),
+    (["interpolate", "{wav}", "{wav}", "-o", "{file}"], r"a_file: is a file, not a folder"),
+    (["transfer", "{wav}", "-o", "/dev/null/x"], r"/dev/null/x: /dev/null is a file"),
+    (["evaluate", "{wav}", "--json", "/dev/null/x"], r"--json: /dev/null/x: /dev/null is a file"),
+    (["evaluate", "{wav}", "--json", "{root}"], r"--json: .*is a folder; give a file name"),
+    (["evaluate", "{wav}", "-o", "{file}"], r"-o/--output: .*a_file: is a file, not a folder"),
 ]
 
 
@@ -97,6 +103,9 @@ def test_a_bad_argument_is_one_line_before_the_model_loads(files, capsys, argv, 
         ["run", "{spec}", "--run-dir", "{file}"],
         ["run", "{spec}", "--run-dir", "/dev/null/x"],
         ["schema", "-o", "/dev/null/x"],
+        ["schema", "-o", "{file}/schema.json"],
+        ["data", "prepare", "{spec}", "--shards", "/dev/null/x"],
+        ["import", "default", "--from", "snac", "-o", "{file}"],
         ["data", "synth", "{file}"],
         ["data", "synth", "{root}/synth", "--minutes", "nan"],
         ["summary", "{spec}", "--seconds", "nan"],

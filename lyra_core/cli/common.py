@@ -99,13 +99,15 @@ def output_dir(value: str) -> str:
 
 
 def output_file(value: str) -> str:
-    """An argparse type: a file to write (not a folder; its folder may not exist yet)."""
-    path = Path(value)
-    if not value or path.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: is a folder; give a file name, e.g. {Path(value) / 'model.ts'}"
-        )
-    _writable_folder(path.parent, value)
+    """An argparse type: a file to write (not a folder; its folder may not exist yet).
+
+    With `output_dir`, the one check of every path a command writes (-o, --json, --run-dir, ...).
+    """
+    if not value:
+        raise argparse.ArgumentTypeError("give a file name")
+    if Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: is a folder; give a file name in it")
+    _writable_folder(Path(value).parent, value)
     return value
 
 
