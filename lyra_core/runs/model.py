@@ -1,7 +1,7 @@
 """A trained model from a run: find its checkpoint, load it for inference, describe it.
 
 A model loads from a run directory (its `checkpoints/best.pt`, else `last.pt`), a checkpoint file,
-or an MLflow run id (the run's `lyra.run_dir` tag). The checkpoint is read with
+or a run id of the default tracker (an MLflow run's `lyra.run_dir` tag). The checkpoint is read with
 `weights_only=True`; its resolved spec is validated against the live registry before anything is
 built, and a component that no loaded plugin provides is reported with the plugins the run was
 trained with that are missing now.
@@ -16,10 +16,9 @@ first call compiles for tens of seconds and is no faster without gradients.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
-import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
-from lyra_core.experiment import ExperimentSpec
+from lyra_core.experiment import DEFAULT_TRACKER, ExperimentSpec, default_tracker
 from lyra_core.interfaces import AudioModel, Bottleneck, Prior, QuantizingBottleneck
 from lyra_core.loader import resolved, validate_data
 from lyra_core.plugins import Plugins
@@ -38,42 +38,17 @@ from lyra_core.runs import checkpoint
 from lyra_core.runs.device import pick_device
 from lyra_core.runs.rundir import spec_hash
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # the `mlflow` tracker's default store
-MLFLOW_RUN_ID = re.compile(r"[0-9a-f]{32}")
 WEIGHTS = ("ema", "raw")  # the moving average (training.ema), the trained weights
 
 
 # -- finding and loading -----------------------------------------------------------------------
 
 
-def mlflow_run_dir(run_id: str, tracking_uri: str | None = None) -> Path:
-    """The run directory an MLflow run points to through its `lyra.run_dir` tag."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise LyraError(
-            f"--run {run_id}: looks like an MLflow run id, but there is no MLflow store at {uri} "
-            "(set --tracking-uri or MLFLOW_TRACKING_URI)"
-        )
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        run = MlflowClient(tracking_uri=uri).get_run(run_id)
-    except MlflowException as exc:
-        raise LyraError(f"MLflow run {run_id}: not found in {uri} ({exc.message})") from exc
-    except SQLAlchemyError as exc:  # a file that is not an MLflow database
-        first = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-        raise LyraError(f"--tracking-uri {uri}: not a readable MLflow store ({first})") from None
-    run_dir = run.data.tags.get("lyra.run_dir")
-    if not run_dir:
-        raise LyraError(f"MLflow run {run_id} has no 'lyra.run_dir' tag: not a Lyra training run")
-    return Path(run_dir)
-
-
-def find_checkpoint(source: str | Path, tracking_uri: str | None = None) -> Path:
-    """A checkpoint file from a run directory, a checkpoint path or an MLflow run id."""
+def find_checkpoint(
+    source: str | Path, registry: Any = None, tracking_uri: str | None = None
+) -> Path:
+    """A checkpoint file from a run directory, a checkpoint path or, given the `registry`, a run
+    id of the default tracker (`tracking_uri`: its store)."""
     path = Path(source)
     if path.is_dir():
         for name in ("best.pt", "last.pt"):
@@ -83,10 +58,13 @@ def find_checkpoint(source: str | Path, tracking_uri: str | None = None) -> Path
         raise LyraError(f"{path}: {what} (no checkpoints/best.pt or checkpoints/last.pt)")
     if path.is_file():
         return path
-    if MLFLOW_RUN_ID.fullmatch(str(source)):
-        return find_checkpoint(mlflow_run_dir(str(source), tracking_uri))
+    if registry is not None and DEFAULT_TRACKER in registry.names("tracker"):
+        tracker = default_tracker(registry, tracking_uri).build(BuildContext(registry=registry))
+        if (run_dir := tracker.run_dir(str(source))) is not None:
+            return find_checkpoint(run_dir)
     raise LyraError(
-        f"--run {source}: no such run directory or checkpoint file, and not an MLflow run id"
+        f"{source}: no such run directory or checkpoint file, nor a run id of the "
+        f"'{DEFAULT_TRACKER}' tracker"
     )
 
 
@@ -243,6 +221,40 @@ class LoadedModel:
         multiple = self.frame_multiple
         return math.ceil(samples / (self.hop_length * multiple)) * multiple
 
+    @property
+    def run_dir(self) -> Path:
+        """The run directory the checkpoint belongs to (`RUN/checkpoints/x.pt`), else its
+        folder: where caches made from the model are kept."""
+        folder = self.checkpoint.resolve().parent
+        if folder.name == "checkpoints" and (folder.parent / "spec.json").is_file():
+            return folder.parent
+        return folder
+
+    def cache_key(self) -> str:
+        """What identifies the checkpoint a cache was made from (a cache with another key is
+        refitted)."""
+        stat = self.checkpoint.stat()
+        return json.dumps(
+            {
+                "checkpoint": str(self.checkpoint.resolve()),
+                "size": stat.st_size,
+                "mtime_ns": stat.st_mtime_ns,
+                "step": self.step,
+                "spec_hash": self.spec_hash,
+                "weights": self.weights,
+            },
+            sort_keys=True,
+        )
+
+    @functools.cached_property
+    def weights_digest(self) -> bytes:
+        """SHA-256 over the model's weights and buffers: the trained model's identity."""
+        digest = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        return digest.digest()
+
     def describe(self) -> dict[str, Any]:
         return {
             "sample_rate": self.sample_rate,
@@ -363,7 +375,7 @@ def load_model(
 ) -> LoadedModel:
     """Load a trained model for inference (see the module docstring); `weights`: 'ema', 'raw'
     or None (the moving average when the checkpoint has one)."""
-    path = find_checkpoint(source, tracking_uri)
+    path = find_checkpoint(source, plugins.registry, tracking_uri)
     state = checkpoint.load(path, map_location="cpu")
     spec = validated_spec(path, state, plugins)
     chosen, state_dict = choose_weights(path, state, weights)
