@@ -26,6 +26,7 @@ from lyra_core.cli import (
     evaluate,
     explore,
     inference,
+    reference,
     run,
     specs,
     summary,
@@ -47,6 +48,7 @@ COMMAND_MODULES = (
     evaluate,
     explore,
     bench,
+    reference,
 )
 # Libraries' loggers and the least level of theirs a user sees without --verbose.
 QUIET_LOGGERS = {
