@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 
 class LyraError(Exception):
@@ -81,3 +82,24 @@ class BuildError(LyraError):
     def __init__(self, path: str, message: str):
         self.path = path
         super().__init__(f"{path}: {message}")
+
+
+class WriteError(LyraError):
+    """A file that could not be written: its disk is full, or its folder is read-only or gone.
+
+    `reason` says why (and how much space is free), `remedy` what to do about it, `then` what to
+    do after (e.g. the command that resumes a run); lyra_core.runs.atomic raises it.
+    """
+
+    def __init__(self, path: Path, reason: str, remedy: str, what: str = "", then: str = ""):
+        self.path, self.reason, self.remedy, self.what, self.then = path, reason, remedy, what, then
+        subject = f"{what} {path}" if what else str(path)
+        super().__init__(
+            f"could not write {subject}: {reason}; {remedy}" + (f", then {then}" if then else "")
+        )
+
+    def about(self, what: str = "", instead: str = "", then: str = "") -> WriteError:
+        """This failure, naming what was written (unless it is named), another way out
+        (`instead`) and what to do once it is fixed (`then`, unless it is said)."""
+        remedy = f"{self.remedy}, or {instead}" if instead else self.remedy
+        return WriteError(self.path, self.reason, remedy, self.what or what, self.then or then)

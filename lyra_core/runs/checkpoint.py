@@ -25,8 +25,8 @@ FORMAT = 1
 EMA = "ema"  # the key of the weights' moving average
 
 
-def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    with atomic_write(path) as f:
+def save_atomic(obj: dict[str, Any], path: Path, what: str = "") -> None:
+    with atomic_write(path, what=what) as f:
         torch.save(obj, f)
 
 

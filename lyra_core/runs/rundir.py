@@ -7,14 +7,19 @@ runs/NAME-YYYYmmdd-HHMMSS/
     log.txt              progress lines, phase changes and validation results, timestamped
     checkpoints/last.pt  step-NNNNNNN.pt (the newest K)  best.pt
     validation/step-NNNNNNN/  WAV examples and spectrogram PNGs
+
+Every file is written through lyra_core.runs.atomic: whole or not at all, and a full disk is a
+WriteError. A resume first checks that the disk has room for one more checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,7 +32,18 @@ from lyra_core import __version__
 from lyra_core.errors import LyraError
 from lyra_core.plugins import Plugins
 from lyra_core.runs import checkpoint
-from lyra_core.runs.atomic import remove_temporaries, temporary_beside, write_text
+from lyra_core.runs.atomic import (
+    append_line,
+    free_bytes,
+    remove_temporaries,
+    size_text,
+    temporary_beside,
+    write_text,
+    writing,
+)
+
+CHECKPOINT = "the checkpoint"  # what a WriteError names when a checkpoint could not be written
+ROOM = 1.1  # a resume needs this many times the last checkpoint's size free for the next one
 
 
 def spec_hash(data: dict[str, Any]) -> str:
@@ -49,6 +65,7 @@ def versions(plugins: Plugins, **extra: Any) -> dict[str, Any]:
 @attrs.frozen
 class RunDir:
     path: Path
+    made: bool = attrs.field(default=False, eq=False)  # `create` made the folder itself
 
     @property
     def checkpoints(self) -> Path:
@@ -84,15 +101,28 @@ class RunDir:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             path = root / f"{resolved.get('name', 'run')}-{stamp}"
         if path.exists() and any(path.iterdir()):
+            resumable = (path / "checkpoints" / "last.pt").is_file()
             raise LyraError(
                 f"{path}: the run directory exists and is not empty; "
-                f"resume it with --resume {path} or choose another --run-dir"
+                + (f"resume it with --resume {path} or " if resumable else "remove it or ")
+                + "choose another --run-dir"
             )
-        path.mkdir(parents=True, exist_ok=True)
-        run = cls(path)
-        run.spec_file.write_text(json.dumps(resolved, indent=2) + "\n", encoding="utf-8")
-        (path / "versions.json").write_text(json.dumps(versions, indent=2) + "\n", encoding="utf-8")
+        run = cls(path, made=not path.exists())
+        with writing(path, "the run directory"):
+            path.mkdir(parents=True, exist_ok=True)
+        for target, data in ((run.spec_file, resolved), (path / "versions.json", versions)):
+            write_text(target, json.dumps(data, indent=2) + "\n", "the run's records")
         return run
+
+    def discard(self) -> None:
+        """Remove what `create` wrote: the folder it made, or the contents of the empty folder
+        it was given."""
+        if self.made:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for child in self.path.iterdir():
+            with contextlib.suppress(OSError):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
 
     @property
     def metrics_file(self) -> Path:
@@ -108,7 +138,19 @@ class RunDir:
             raise LyraError(f"{path}: has no checkpoint to resume from ({run.last} is missing)")
         remove_temporaries(run.checkpoints)
         remove_temporaries(run.path)
+        run.check_room()
         return run
+
+    def check_room(self) -> None:
+        """Refuse to resume on a disk without room for the next checkpoint (estimated from the
+        last one's size), before anything is trained."""
+        need, free = self.last.stat().st_size * ROOM, free_bytes(self.checkpoints)
+        if free < need:
+            raise LyraError(
+                f"{self.path}: too little space to resume: the next checkpoint needs about "
+                f"{size_text(need)} (as {self.last} does) and {size_text(free)} is free there; "
+                f"free some space, then resume with: lyra run --resume {self.path}"
+            )
 
     def drop_metrics_after(self, step: int) -> int:
         """Forget the metrics logged after `step` (the checkpoint a resume starts from), so that
@@ -118,28 +160,29 @@ class RunDir:
         lines = self.metrics_file.read_text(encoding="utf-8").splitlines(keepends=True)
         kept = [line for line in lines if _step_of(line) <= step]
         if len(kept) < len(lines):
-            write_text(self.metrics_file, "".join(kept))
+            write_text(self.metrics_file, "".join(kept), "the metrics")
         return len(lines) - len(kept)
 
     def save(self, state: dict[str, Any], step: int, keep: int, best: bool = False) -> Path:
         """Write `best.pt`, or `step-N.pt` and `last.pt` (a hard link to it), atomically."""
         if best:
-            checkpoint.save_atomic(state, self.best)
+            checkpoint.save_atomic(state, self.best, CHECKPOINT)
             return self.best
         target = self.checkpoints / f"step-{step:07d}.pt"
-        checkpoint.save_atomic(state, target)
-        link = temporary_beside(self.last)
-        link.unlink()
-        os.link(target, link)
-        os.replace(link, self.last)
+        checkpoint.save_atomic(state, target, CHECKPOINT)
+        with writing(self.last, CHECKPOINT):
+            link = temporary_beside(self.last)
+            link.unlink()
+            os.link(target, link)
+            os.replace(link, self.last)
         for old in sorted(self.checkpoints.glob("step-*.pt"))[:-keep]:
             old.unlink()
         return self.last
 
     def log(self, line: str) -> None:
         """Append `line` to `log.txt`, after the local date and time."""
-        with (self.path / "log.txt").open("a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n"
+        append_line(self.path / "log.txt", stamped, "the run's log")
 
 
 def _step_of(line: str) -> int:

@@ -8,6 +8,7 @@ segments, each reconstructed as the model sees it in training, played one after 
 
 from __future__ import annotations
 
+import io
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,11 +20,13 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from lyra_core.runs.atomic import write_bytes, writing
 from lyra_core.runs.metrics import si_sdr
 
 KEEP_FRAMES = 1 << 21  # validation audio kept for examples (per channel; ~47 s at 44.1 kHz)
 EXAMPLE_SECONDS = (2.0, 4.0)  # an example's length: at least, and at most when there is plenty
 N_FFT, HOP = 1024, 256
+EXAMPLES = "a validation example"  # what a WriteError names
 
 
 @torch.no_grad()
@@ -86,7 +89,8 @@ def segments_per_example(segments: int, count: int, length: int, sample_rate: in
 def write_examples(
     folder: Path, target: torch.Tensor, recon: torch.Tensor, sample_rate: int, count: int
 ) -> list[Path]:
-    """WAV files (original and reconstruction) and a spectrogram PNG per example.
+    """WAV files (original and reconstruction) and a spectrogram PNG per example, each
+    rendered in memory and written whole (lyra_core.runs.atomic).
 
     `target` and `recon` are [N, C, T] segments; an example joins consecutive ones (see
     `segments_per_example`); with fewer segments than one example needs, all of them make one.
@@ -96,7 +100,8 @@ def write_examples(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder, EXAMPLES):
+        folder.mkdir(parents=True, exist_ok=True)
     n, length = target.shape[0], target.shape[-1]
     per = segments_per_example(n, count, length, sample_rate)
     written = []
@@ -106,12 +111,15 @@ def write_examples(
         for label, audio in pair.items():
             wav = folder / f"example{i}_{label}.wav"
             data = audio.clamp(-1, 1).numpy().T.astype(np.float32)
-            sf.write(wav, data, sample_rate, subtype="PCM_16")
+            buffer = io.BytesIO()
+            sf.write(buffer, data, sample_rate, subtype="PCM_16", format="WAV")
+            write_bytes(wav, buffer.getvalue(), EXAMPLES)
             written.append(wav)
         fig = spectrogram_figure(pair, sample_rate, joins=length)
-        png = folder / f"example{i}_spectrogram.png"
-        fig.savefig(png, dpi=80)
+        png, buffer = folder / f"example{i}_spectrogram.png", io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80)
         plt.close(fig)
+        write_bytes(png, buffer.getvalue(), EXAMPLES)
         written.append(png)
     return written
 
