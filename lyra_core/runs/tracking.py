@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lyra_core.runs.atomic import append_line
+
 
 class Tracker:
     """What a `tracker` component builds. Every method may raise; `SafeTracker` copes."""
@@ -92,8 +94,8 @@ class SafeTracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if self.enabled:
-            with self.metrics_file.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, **metrics}) + "\n")
+            line = json.dumps({"step": step, **metrics}) + "\n"
+            append_line(self.metrics_file, line, "the metrics")
         self._call("log_metrics", metrics, step)
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:

@@ -62,12 +62,17 @@ def train(
     spec, run = _spec_and_run(plugins, spec_path, overrides or [], resume)
     data = resolved(spec, plugins.registry)
     world = distributed.setup(device)  # once: the trainer uses this one
+    new, trainer = run is None, None
     try:
         if run is None:
             run = _create_run(data, plugins, run_dir, world)
         tracker = _tracker(spec, plugins, world)
         trainer = Trainer(spec, plugins, run, world, resume=bool(resume), init=init)
         reason = trainer.fit(tracker, _tags(data, run), flatten(data))
+    except BaseException:
+        if new and run and world.main and not (trainer and trainer.step):
+            run.discard()  # a failed start leaves nothing: the same command can run again
+        raise
     finally:
         distributed.teardown()
     if reason == "interrupted":

@@ -11,6 +11,15 @@ with `training.ema`, the weights' moving average (`ema`), which validation and t
 checkpoint judge (see lyra_core.training.ema).
 Ctrl-C and SIGTERM are turned into a flag checked between steps, so the checkpoint written on
 the way out is always a consistent step boundary.
+
+When a write fails (a full disk, a read-only or vanished folder: a WriteError of
+lyra_core.runs.atomic), the run stops. A checkpoint that cannot be written stops it at once,
+before it trains past what it would lose. Any other write (a metrics or log line, a validation
+example, a cache file) is not skipped: the run first saves a checkpoint of the step it reached,
+if the disk takes it, then stops, since going on would leave steps out of `metrics.jsonl` and
+`log.txt`, and a disk that refused one write refuses the next checkpoint too. It ends with one
+line: what could not be written, where, the space free, the last good checkpoint and the command
+that resumes (exit 2).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import attrs
 import torch
 from torch import nn
 
-from lyra_core.errors import LyraError
+from lyra_core.errors import LyraError, WriteError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.plugins import Plugins
 from lyra_core.runs import checkpoint
@@ -93,6 +102,7 @@ class Trainer:
         self.discriminator = self._discriminator()
         self._data()
         self.step, self.best, self.nonfinite = 0, None, 0
+        self.saved: int | None = None  # the step of the last checkpoint written (`last.pt`)
         self.budget = Budget(spec.training.max_minutes, spec.training.budget_clock)
         self.progress: Progress | None = None
         self.schedule = PhaseSchedule(spec.training, self._all_loss_names(), self.model, self.say)
@@ -218,6 +228,7 @@ class Trainer:
         self.aug_gen.set_state(state["augment_rng"])
         self.position = Position(**state["data"])
         self.step, self.best, self.nonfinite = state["step"], state["best"], state["nonfinite"]
+        self.saved = self.step
         self.budget.spent = float(state.get("budget_seconds", 0.0))
         if self.discriminator and state["adversarial"]:
             self.discriminator.load_state_dict(state["adversarial"])
@@ -244,6 +255,7 @@ class Trainer:
             return
         state = self._state()
         path = self.dir.save(state, self.step, self.spec.training.keep_checkpoints, best)
+        self.saved = self.saved if best else self.step
         self.hook.lyra_on_checkpoint(run=self.run, step=self.step, path=path)
 
     # -- one step ----------------------------------------------------------------------------
@@ -305,10 +317,26 @@ class Trainer:
             reason = "completed"
         except (Interrupted, KeyboardInterrupt):
             reason = "interrupted"
+        except WriteError as exc:
+            raise self._write_failed(exc) from exc
         finally:
             self.progress.close()
             self._finish(reason)
         return reason
+
+    def _write_failed(self, exc: WriteError) -> WriteError:
+        """The run stops on a failed write (see the module's docstring): after a checkpoint of
+        this step (if it trained one) unless the write was one; the error says what next."""
+        if exc.path.parent != self.dir.checkpoints and self.saved != self.step and self.step:
+            with contextlib.suppress(WriteError):
+                self.save()
+        if self.saved is None:
+            left = f" ({self.dir.path} holds none: remove it)" if self.step else ""
+            return exc.about(then=f"start the run again; no checkpoint was saved{left}")
+        return exc.about(
+            then=f"resume from step {self.saved} ({self.dir.last}) with: "
+            f"lyra run --resume {self.dir.path}"
+        )
 
     def _loop(self, batches: Iterator[torch.Tensor], usable: int) -> None:
         t = self.spec.training
@@ -428,8 +456,16 @@ class Trainer:
 
     def _finish(self, reason: str) -> None:
         """The last checkpoint (unless the run failed), the tracked run's status, the hook."""
-        if reason != "failed":
-            self.save()
+        try:
+            if reason != "failed":
+                self.save()
+        except WriteError as exc:
+            reason = "failed"
+            raise self._write_failed(exc) from exc
+        finally:
+            self._end_tracking(reason)
+
+    def _end_tracking(self, reason: str) -> None:
         if self.dist.main:
             status = {"completed": "FINISHED", "interrupted": "KILLED"}.get(reason, "FAILED")
             if reason == "completed" and self.dir.last.exists():
