@@ -67,7 +67,7 @@ clean:
 # The documentation site (docs/, built into build/docs/); a broken link or a missing page fails.
 .PHONY: docs docs-serve
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet -f docs/config/mkdocs.yml
+	$(BIN)/mkdocs build --strict -f docs/config/mkdocs.yml
 
 docs-serve: $(STAMP)
 	$(BIN)/mkdocs serve -f docs/config/mkdocs.yml
