@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench bench-compare bench-quality schema clean gpu-check gpu-check-dry gpu-wheels
+.PHONY: venv system-packages test lint demo bench bench-compare bench-quality schema clean gpu-check \
+	gpu-check-dry gpu-wheels
 
 venv: $(STAMP)
 
@@ -15,22 +16,29 @@ $(STAMP): pyproject.toml requirements/reference.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements/reference.txt
 	touch $(STAMP)
 
+# Debian's sound packages (the corpus) and Chromium (browser tests): installed as root, else one
+# line says what is missing and how to add it; never fails (those tests then skip with that line).
+system-packages:
+	@tools/system_packages.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # The whole suite, benchmarks included but untimed (--benchmark-disable runs each once).
-test: $(STAMP) lint
+test: $(STAMP) system-packages lint
 	$(BIN)/pytest tests benchmarks --benchmark-disable -q -p no:cacheprovider --durations=15
 
-# The demo trains on real audio: the corpus Debian's sound packages give (`lyra data corpus`).
+# The demo trains on real audio: the corpus Debian's sound packages give (`lyra data corpus`),
+# built once; without those packages, on synthetic audio, saying so.
 CORPUS := data/corpus
-demo: $(STAMP)
-	@if test -f $(CORPUS)/manifest.json || $(BIN)/lyra data corpus $(CORPUS); then \
+demo: $(STAMP) system-packages
+	@if test -f $(CORPUS)/manifest.json || { tools/system_packages.sh --check sound >/dev/null && \
+		$(BIN)/lyra data corpus $(CORPUS); }; then \
 		$(BIN)/lyra run experiments/snake_pqmf.json \
 			--set 'data.dataset={"type": "audio_folder", "paths": ["$(CORPUS)/train"]}'; \
 	else \
-		echo "no corpus (see above): the demo trains on synthetic audio"; \
+		echo "no real-audio corpus (see above): the demo trains on synthetic audio"; \
 		$(BIN)/lyra run experiments/snake_pqmf.json; \
 	fi
 

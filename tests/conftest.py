@@ -1,8 +1,12 @@
-"""Shared fixtures: a registry with small test-only components next to the installed plugins."""
+"""Shared fixtures: a registry with small test-only components next to the installed plugins;
+the check for the system packages some tests need."""
 
 from __future__ import annotations
 
+import functools
+import subprocess
 import types
+from pathlib import Path
 
 import attrs
 import pytest
@@ -11,6 +15,8 @@ from torch import nn
 
 from lyra_core import ActivationRef, BuildContext, hookimpl, param
 from lyra_core.plugins import Plugins, load_plugins
+
+SYSTEM_PACKAGES = Path(__file__).resolve().parents[1] / "tools" / "system_packages.sh"
 
 
 @attrs.frozen(kw_only=True)
@@ -76,3 +82,17 @@ def small_and_eager():
     with torch.compiler.set_stance("force_eager"):
         yield
     torch.set_num_threads(threads)
+
+
+@functools.cache
+def missing_system_packages(group: str) -> str:
+    """The line `tools/system_packages.sh --check GROUP` prints ('sound' or 'browser'): what is
+    missing and how to add it; '' when all are installed."""
+    check = [str(SYSTEM_PACKAGES), "--check", group]
+    return subprocess.run(check, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def require_system_packages(group: str) -> None:
+    """Skip the test with that line when some of the group's packages are missing."""
+    if line := missing_system_packages(group):
+        pytest.skip(line)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import shutil
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,24 +17,12 @@ import soundfile as sf
 
 from lyra_core.cli import corpus
 from lyra_core.errors import LyraError
-
-
-def _installable() -> bool:
-    return shutil.which("apt-get") is not None and os.geteuid() == 0
-
-
-def _require_sources() -> list[str]:
-    """The missing packages; skip only when they cannot be installed here."""
-    missing = sorted({p for s in corpus.SOURCES for p in corpus.missing_packages(s)})
-    if missing and not _installable():
-        pytest.skip(f"corpus packages missing and not installable: {' '.join(missing)}")
-    assert not missing, f"corpus packages missing: {corpus.install_command(missing)}"
-    return missing
+from tests.conftest import SYSTEM_PACKAGES, require_system_packages
 
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    _require_sources()
+    require_system_packages("sound")
     root = tmp_path_factory.mktemp("corpus")
     manifest = corpus.build_corpus(root, minutes_per_source=0.04, seed=3, log=lambda _: None)
     return root, manifest
@@ -109,7 +97,7 @@ def test_split_is_deterministic_by_seed(small_corpus: tuple[Path, dict[str, Any]
 def test_missing_packages_are_one_line_and_the_rest_is_built(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _require_sources()
+    require_system_packages("sound")
     real = corpus.package_version
     monkeypatch.setattr(corpus, "package_version", lambda p: None if p == "alsa-utils" else real(p))
     lines: list[str] = []
@@ -164,7 +152,30 @@ def test_add_parser_wires_the_corpus_action() -> None:
     assert args.packages == ["espeak", "alsa-utils"] and not args.keep_channels
 
 
-def test_ci_installs_every_corpus_package() -> None:
-    script = (Path(__file__).parent.parent / ".ci" / "run").read_text()
-    listed = script.split('corpus_packages="', 1)[1].split('"', 1)[0].split()
+def test_the_system_packages_script_installs_every_corpus_package() -> None:
+    script = SYSTEM_PACKAGES.read_text()
+    listed = script.split('sound="', 1)[1].split('"', 1)[0].split()
     assert sorted(listed) == sorted(corpus.ALL_PACKAGES)
+
+
+def test_without_the_packages_the_script_says_in_one_line_what_to_add(tmp_path: Path) -> None:
+    """On a machine where dpkg knows none of them and there is no apt-get: one line, never a
+    failure (exit 1 only for --check)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("grep", "sleep"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "dpkg-query").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "dpkg-query").chmod(0o755)
+    env = {"PATH": str(bin_dir)}
+    run = [shutil.which("bash"), str(SYSTEM_PACKAGES)]
+    done = subprocess.run(run, env=env, capture_output=True, text=True, check=False)
+    check = subprocess.run([*run, "--check", "sound"], env=env, capture_output=True, text=True)
+    assert (done.returncode, check.returncode) == (0, 1)
+    packages = " ".join(corpus.ALL_PACKAGES)
+    assert done.stdout.splitlines() == [done.stdout.strip()] and not done.stderr
+    assert done.stdout.startswith(f"missing system packages: {packages} chromium (")
+    assert done.stdout.strip().endswith(f"as root with: apt-get install -y {packages} chromium")
+    assert check.stdout.strip() == done.stdout.strip().replace(" chromium", "").replace(
+        "the browser tests skip; ", ""
+    )

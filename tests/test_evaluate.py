@@ -1,4 +1,6 @@
-"""`lyra evaluate`: DAC's distances, exact bitrates, baselines at the same rate, the report."""
+"""`lyra evaluate`: DAC's distances, exact bitrates, baselines at the same rate, the report.
+
+The speech the tests score is made here (a source-filter model), so they need no system files."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from scipy.signal import lfilter
 
 from lyra_core.cli import main
 from lyra_core.context import BuildContext
@@ -24,8 +27,39 @@ from lyra_core.training import train
 from .test_inference import TINY
 from .test_losses import slaney_mel_filters
 
-# Real recorded speech that alsa-utils ships (.ci/run installs it).
-SPEECH = sorted(Path("/usr/share/sounds/alsa").glob("Front_*.wav"))
+# (F1, F2, F3) of five vowels in Hz (Peterson and Barney's averages for men's voices)
+VOWELS = {"a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (270, 2290, 3010),
+          "o": (570, 840, 2410), "u": (300, 870, 2240)}  # fmt: skip
+
+
+def spoken(word: str, rate: int, seed: int) -> np.ndarray:
+    """Speech by a source-filter model: per letter a syllable, a glottal pulse train of falling
+    pitch through the vowel's formants, or for 's' differentiated noise; short pauses between."""
+    rng = np.random.default_rng(seed)
+    n, parts = int(0.22 * rate), []
+    for k, letter in enumerate(word):
+        if letter == "s":
+            sound = 0.1 * lfilter([1, -2, 1], [1], rng.standard_normal(n))
+        else:
+            f0 = np.linspace(150, 110, n) * (1 + 0.01 * rng.standard_normal(n)) - 8 * k
+            pulses = np.diff(np.floor(np.cumsum(f0 / rate)), prepend=0.0)  # one a period
+            sound = lfilter([1], [1, -0.95], pulses)  # each glottal pulse's fall
+            for formant, bandwidth in zip(VOWELS[letter], (80, 100, 150), strict=True):
+                r = np.exp(-np.pi * bandwidth / rate)
+                a = [1, -2 * r * np.cos(2 * np.pi * formant / rate), r * r]
+                sound = lfilter([sum(a)], a, sound)  # a resonance of gain 1 at 0 Hz
+        parts += [sound * np.hanning(n), np.zeros(int(0.06 * rate))]
+    audio = np.concatenate(parts)
+    return (0.45 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> list[Path]:
+    """Two spoken clips, 48 kHz mono WAV, alone in a folder."""
+    folder = tmp_path_factory.mktemp("speech")
+    for seed, word in enumerate(("asoeiu", "oiasue")):
+        sf.write(folder / f"{word}.wav", spoken(word, 48000, seed), 48000, subtype="PCM_16")
+    return sorted(folder.glob("*.wav"))
 
 
 def built(registry, rate: int) -> dict[str, torch.nn.Module]:
@@ -87,8 +121,8 @@ def test_uniform_latent_quantization_has_its_levels_and_error():
         assert float((q[0, d] - z[0, d]).abs().max()) <= step / 2 + 1e-5
 
 
-def test_baselines_spend_what_they_say():
-    audio = read_audio(SPEECH[0], 16000, 1)
+def test_baselines_spend_what_they_say(speech):
+    audio = read_audio(speech[0], 16000, 1)
     found = {b.name: b for b in baselines.baselines_for(audio, 16000, 24000.0, 3000.0)}
     assert found["mu_law"].bits_per_second == 3000 * 8  # 8-bit μ-law at 3 kHz
     assert found["resample"].bits_per_second == 3000 * 32  # as many floats as the model sends
@@ -98,8 +132,8 @@ def test_baselines_spend_what_they_say():
         assert decoded.shape == audio.shape and np.isfinite(decoded).all()
 
 
-def test_opus_at_more_bits_sounds_closer(registry):
-    audio = read_audio(SPEECH[0], 16000, 1)
+def test_opus_at_more_bits_sounds_closer(registry, speech):
+    audio = read_audio(speech[0], 16000, 1)
     losses = built(registry, 16000)
     target = torch.from_numpy(audio)[None]
     scores = []
@@ -148,9 +182,9 @@ def test_a_continuous_latents_bitrate_follows_its_precision(run_dirs, plugins):
     assert transmission(loaded, latent_bits=6).bits_per_second == pytest.approx(values * 6)
 
 
-def test_evaluate_reports_the_model_and_baselines(run_dirs, tmp_path, capsys):
+def test_evaluate_reports_the_model_and_baselines(run_dirs, speech, tmp_path, capsys):
     report_file = tmp_path / "report.json"
-    args = ["evaluate", "--run", str(run_dirs["gaussian"]), str(SPEECH[0].parent), "--baselines"]
+    args = ["evaluate", "--run", str(run_dirs["gaussian"]), str(speech[0].parent), "--baselines"]
     args += ["--latent-bits", "8", "--json", str(report_file), "--no-visqol", "-o", str(tmp_path)]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -163,14 +197,14 @@ def test_evaluate_reports_the_model_and_baselines(run_dirs, tmp_path, capsys):
         assert set(system["mean"]) == {"mel_distance", "stft_distance", "si_sdr"}
         assert all(math.isfinite(v) for v in system["mean"].values())
     files = {Path(r["file"]).name for r in report["files"]}
-    assert files == {p.name for p in SPEECH[0].parent.glob("*.wav")}
+    assert files == {p.name for p in speech}
     assert all(v > 0 for v in report["real_time_factor"].values())
     assert len(list((tmp_path / "opus").glob("*.wav"))) == len(files)
 
 
-def test_visqol_scores_a_clean_copy_above_a_noisy_one():
+def test_visqol_scores_a_clean_copy_above_a_noisy_one(speech):
     pytest.importorskip("visqol", reason="the eval extra: pip install -e '.[eval]'")
-    audio = read_audio(SPEECH[0], 48000, 1)
+    audio = read_audio(speech[0], 48000, 1)
     noisy = audio + 0.05 * np.random.default_rng(0).standard_normal(audio.shape).astype("float32")
     assert metrics.visqol(audio, audio, 48000) > metrics.visqol(noisy, audio, 48000) + 0.5
 
@@ -179,18 +213,19 @@ def test_visqol_scores_a_clean_copy_above_a_noisy_one():
     ("args", "message"),
     [
         (["/no/such.wav"], "no such file or folder"),
-        (["--latent-bits", "0", str(SPEECH[0])], "--latent-bits 0"),
+        (["--latent-bits", "0", "{speech}"], "--latent-bits 0"),
     ],
 )
-def test_evaluate_mistakes_are_one_line(run_dirs, args, message, capsys):
+def test_evaluate_mistakes_are_one_line(run_dirs, speech, args, message, capsys):
+    args = [a.format(speech=speech[0]) for a in args]
     assert main(["evaluate", "--run", str(run_dirs["gaussian"]), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
-def test_stoi_and_pesq_rank_a_clean_copy_above_a_noisy_one():
+def test_stoi_and_pesq_rank_a_clean_copy_above_a_noisy_one(speech):
     pytest.importorskip("pesq", reason="the eval extra: pip install -e '.[eval]'")
-    audio = read_audio(SPEECH[0], 16000, 1)
+    audio = read_audio(speech[0], 16000, 1)
     noisy = audio + 0.05 * np.random.default_rng(0).standard_normal(audio.shape).astype("float32")
     clean, degraded = (
         metrics.speech_scores(audio, audio, 16000),
@@ -201,11 +236,11 @@ def test_stoi_and_pesq_rank_a_clean_copy_above_a_noisy_one():
     assert clean["pesq"] > 4.4 and 1 <= degraded["pesq"] < clean["pesq"] - 1
 
 
-def test_evaluate_skips_unreadable_files_and_lists_conversions(run_dirs, tmp_path, capsys):
+def test_evaluate_skips_unreadable_files_and_lists_conversions(run_dirs, speech, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "speech.wav").write_bytes(SPEECH[0].read_bytes())  # 48 kHz mono
-    stereo = np.stack([read_audio(SPEECH[1], 8000, 1)[0]] * 2, axis=1)
+    (folder / "speech.wav").write_bytes(speech[0].read_bytes())  # 48 kHz mono
+    stereo = np.stack([read_audio(speech[1], 8000, 1)[0]] * 2, axis=1)
     sf.write(folder / "stereo.flac", stereo, 8000)  # the model's rate, two channels
     (folder / "broken.wav").write_bytes(b"RIFF not really a wave file")
     (folder / "empty.ogg").write_bytes(b"")
@@ -233,8 +268,8 @@ def test_evaluate_refuses_when_no_file_is_readable(run_dirs, tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_evaluating_a_run_without_checkpoints_is_one_error(run_dirs, tmp_path, capsys):
+def test_evaluating_a_run_without_checkpoints_is_one_error(run_dirs, speech, tmp_path, capsys):
     (tmp_path / "spec.json").write_text((run_dirs["gaussian"] / "spec.json").read_text())
-    assert main(["evaluate", "--run", str(tmp_path), str(SPEECH[0]), "--no-visqol"]) == 2
+    assert main(["evaluate", "--run", str(tmp_path), str(speech[0]), "--no-visqol"]) == 2
     err = capsys.readouterr().err
     assert "has no checkpoint yet" in err and "Traceback" not in err

@@ -1,8 +1,8 @@
 """`lyra explore` in headless Chromium: upload, move a slider, export, a bad upload.
 
 Needs the `explore` extra (Gradio), the `test` extra (Playwright, whose Python package drives
-the system's Chromium: `.ci/run` installs Debian's `chromium`). Skipped only where no Chromium
-is installed. The page's screenshot is saved in tmp_path and, if set, in $LYRA_ARTIFACTS.
+the system's Chromium: `make test` installs Debian's `chromium` as root). Skipped only where no
+Chromium is installed. The page's screenshot is saved in tmp_path and, if set, in $LYRA_ARTIFACTS.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import soundfile as sf
 from lyra_core.explore.explorer import Explorer
 from lyra_core.plugins import load_plugins
 from lyra_core.runs.model import load_model
+from tests.conftest import missing_system_packages
 from tests.test_explore import GAUSSIAN, RATE, make_run, tiny_spec, tone
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -37,11 +38,12 @@ ARGS = [
 ]
 TIMEOUT_MS = 20_000
 
+# Without a browser the tests skip with tools/system_packages.sh's line (what to install, and how).
+NO_CHROMIUM = (
+    (missing_system_packages("browser") or "no chromium on PATH") if CHROMIUM is None else ""
+)
 pytestmark = [
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no Chromium installed (apt-get install chromium; .ci/run does this)",
-    ),
+    pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM),
     pytest.mark.filterwarnings("ignore::Warning:gradio"),  # Gradio's own pandas deprecations
 ]
 

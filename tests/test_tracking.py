@@ -33,7 +33,7 @@ from lyra_core.runs.metrics import distance_losses, format_metrics
 from lyra_core.training import train
 from lyra_core.training.validation import spectrogram_figure, write_examples
 from lyra_plugins.trackers import EXPERIMENT_KIND_TAG, MODEL_TRAINING, MLflowTracker
-from tests.test_explore_browser import ARGS, CHROMIUM, TIMEOUT_MS, free_port
+from tests.test_explore_browser import ARGS, CHROMIUM, NO_CHROMIUM, TIMEOUT_MS, free_port
 from tests.test_training import write_spec
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
@@ -227,7 +227,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_mlflow_ui_opens_a_lyra_run_in_the_model_training_view(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="the test extra installs it")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
