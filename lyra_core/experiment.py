@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -36,6 +36,7 @@ from lyra_core.validators import (
 MAX_BATCH = 65_536
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 MAX_MINUTES = 60.0 * 24 * 365  # a training time budget of at most a year
+DEFAULT_TRACKER = "mlflow"  # the tracker of a spec without a tracking section
 
 if TYPE_CHECKING:
     from lyra_core.registry import Registry
@@ -259,7 +260,9 @@ class ExperimentSpec:
     model: ModelRef = param(doc="the model")
     losses: tuple[LossRef, ...] = param((), doc="weighted losses summed into the objective")
     training: TrainingSpec = param(doc="the training section")
-    tracking: TrackerRef | None = param(None, doc="experiment tracker (none: the default mlflow)")
+    tracking: TrackerRef | None = param(
+        None, doc=f"experiment tracker (none: the default {DEFAULT_TRACKER})"
+    )
 
     def context(self, registry: Registry, device: str = "cpu") -> BuildContext:
         """The build context of this experiment's audio format and seed."""
@@ -272,3 +275,9 @@ class ExperimentSpec:
             device=device,
             seed=self.seed,
         )
+
+
+def default_tracker(registry: Registry, uri: str | None = None) -> Any:
+    """The spec of the tracker a spec without a tracking section gets; `uri`: its store (as
+    `--tracking-uri` gives it; None: the tracker's own default)."""
+    return registry.get("tracker", DEFAULT_TRACKER).spec(**({"uri": uri} if uri else {}))

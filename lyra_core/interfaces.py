@@ -7,6 +7,7 @@ object follows one of these base classes. Third-party components subclass them t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -265,6 +266,42 @@ class AdversarialLoss(nn.Module):
 
     def generator_loss(self, real: list[Critique], fake: list[Critique]) -> torch.Tensor:
         raise NotImplementedError
+
+
+RUN_DIR_TAG = "lyra.run_dir"  # the tag a tracker's run keeps its Lyra run directory in
+
+
+class Tracker:
+    """What a `tracker` component builds: a run's parameters and metrics, sent elsewhere.
+
+    Every method may raise: the trainer wraps the tracker (`runs.tracking.SafeTracker`), so
+    training goes on and the metrics stay in the run directory.
+    """
+
+    def start(self, name: str, tags: dict[str, str]) -> str | None:
+        """Open a run, or continue the one a resumed run directory (`tags[RUN_DIR_TAG]`) had;
+        return its id (or None). After a resume, steps the run already holds are logged again
+        (the run re-trains from its checkpoint): a tracker keeps each step once."""
+        return None
+
+    def log_params(self, params: dict[str, str]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
+
+    def end(self, status: str) -> None:
+        """Close the run; status is 'FINISHED', 'KILLED' or 'FAILED'."""
+
+    def describe(self) -> str:
+        """One line telling the user where to look (e.g. the command to open the UI)."""
+        return ""
+
+    def run_dir(self, run_id: str) -> Path | None:
+        """The run directory of this tracker's run `run_id` (its `RUN_DIR_TAG`), so that a model
+        loads by run id; None when `run_id` is not one of this tracker's ids. A LyraError says
+        why when it is one but its run cannot be read."""
+        return None
 
 
 class Importer:

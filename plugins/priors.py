@@ -34,7 +34,6 @@ from lyra_core.interfaces import AudioModel, ModelOutput, Prior, QuantizingBottl
 from lyra_core.loader import validate_data
 from lyra_core.runs import checkpoint
 from lyra_core.runs.model import (
-    MLFLOW_RUN_ID,
     WEIGHTS,
     build_trained,
     choose_weights,
@@ -220,14 +219,14 @@ class LatentPriorModel(AudioModel):
 
 def load_codec(source: str, weights: str | None, ctx: BuildContext) -> AudioModel:
     """The trained codec of a run directory, checkpoint or MLflow run id, in eval mode."""
-    if not (Path(source).exists() or MLFLOW_RUN_ID.fullmatch(source)):
+    try:
+        path = find_checkpoint(source, ctx.registry)
+    except LyraError as exc:
         raise BuildError(
             "model.codec",
-            f"{source}: no such run directory or checkpoint (relative paths are from the "
-            "working directory); train the codec first with `lyra run` and give its run "
-            "directory",
-        )
-    path = find_checkpoint(source)
+            f"{exc} (relative paths are from the working directory); train the codec first "
+            "with `lyra run` and give its run directory",
+        ) from None
     state = checkpoint.load(path, map_location="cpu")
     spec = validate_data(stored_spec(path, state), ctx.registry, f"{path} (its spec)")
     data = spec.data

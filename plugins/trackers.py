@@ -1,27 +1,30 @@
 """Trackers: `mlflow` (the default) and `none`.
 
-Contract (kind `tracker`): `build(ctx)` -> a `lyra_core.runs.tracking.Tracker`. The trainer wraps it
+Contract (kind `tracker`): `build(ctx)` -> a `lyra_core.interfaces.Tracker`. The trainer wraps it
 in `SafeTracker`, so a tracker may raise: training goes on and metrics stay in the run directory.
+The `mlflow` tracker also finds the run directory of an MLflow run id, so a model loads by it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from lyra_core import BuildContext, hookimpl, param
-from lyra_core.runs.tracking import Tracker
+from lyra_core import BuildContext, LyraError, hookimpl, param
+from lyra_core.interfaces import RUN_DIR_TAG, Tracker
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 MAX_PARAMS_PER_BATCH = 100  # MLflow's limit for one log_batch call
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the tag MLflow's UI picks its view by
 MODEL_TRAINING = "custom_model_development"  # its "Machine learning" view, not the GenAI one
-RUN_DIR_TAG = "lyra.run_dir"  # a resumed run directory continues the MLflow run with this tag
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # what an MLflow run id looks like
 # MLflow 3's UI picks its view from the page address (else the last one chosen, GenAI at first).
 UI_VIEW = "workflowType=machine_learning"
 LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
@@ -49,11 +52,15 @@ class MLflowTracker(Tracker):
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(timeout))
         self.uri = uri
         self.experiment = experiment
-        self.client = _mlflow_client(uri)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.logged: dict[str, int] = {}  # metric -> last step already in a resumed run
         self.params: dict[str, str] = {}  # a resumed run's params (MLflow refuses changes)
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """The MLflow client, made (and MLflow imported) when first used."""
+        return _mlflow_client(self.uri)
 
     def start(self, name: str, tags: dict[str, str]) -> str:
         exp_id = self.experiment_id = self._experiment_id(self.experiment or name)
@@ -128,6 +135,35 @@ class MLflowTracker(Tracker):
 
     def end(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)
+
+    def run_dir(self, run_id: str) -> Path | None:
+        """The run directory an MLflow run points to through its `lyra.run_dir` tag."""
+        if not RUN_ID.fullmatch(run_id):
+            return None
+        uri = self.uri
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+            raise LyraError(
+                f"--run {run_id}: looks like an MLflow run id, but there is no MLflow store at "
+                f"{uri} (set --tracking-uri or MLFLOW_TRACKING_URI)"
+            )
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            raise LyraError(f"MLflow run {run_id}: not found in {uri} ({exc.message})") from exc
+        except SQLAlchemyError as exc:  # a file that is not an MLflow database
+            first = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
+            raise LyraError(
+                f"--tracking-uri {uri}: not a readable MLflow store ({first})"
+            ) from None
+        run_dir = run.data.tags.get(RUN_DIR_TAG)
+        if not run_dir:
+            raise LyraError(
+                f"MLflow run {run_id} has no '{RUN_DIR_TAG}' tag: not a Lyra training run"
+            )
+        return Path(run_dir)
 
     def page(self, base: str) -> str:
         """The run's page on the MLflow UI at `base`, in its model-training view."""

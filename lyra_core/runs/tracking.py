@@ -1,4 +1,4 @@
-"""Experiment tracking: the interface trackers implement, and the wrapper that makes them safe.
+"""Experiment tracking: the wrapper that makes a tracker (`interfaces.Tracker`) safe.
 
 Training never depends on a tracker: every metric is first written to the run directory's
 `metrics.jsonl`; a tracker that fails (server unreachable at start or gone mid-run) is reported
@@ -12,30 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lyra_core.interfaces import Tracker
 from lyra_core.runs.atomic import append_line
-
-
-class Tracker:
-    """What a `tracker` component builds. Every method may raise; `SafeTracker` copes."""
-
-    def start(self, name: str, tags: dict[str, str]) -> str | None:
-        """Open a run, or continue the one a resumed run directory (`tags["lyra.run_dir"]`) had;
-        return its id (or None). After a resume, steps the run already holds are logged again
-        (the run re-trains from its checkpoint): a tracker keeps each step once."""
-        return None
-
-    def log_params(self, params: dict[str, str]) -> None: ...
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-
-    def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
-
-    def end(self, status: str) -> None:
-        """Close the run; status is 'FINISHED', 'KILLED' or 'FAILED'."""
-
-    def describe(self) -> str:
-        """One line telling the user where to look (e.g. the command to open the UI)."""
-        return ""
 
 
 class SafeTracker:

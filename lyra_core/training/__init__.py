@@ -10,12 +10,13 @@ from typing import Any
 from lyra_core import __version__
 from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
-from lyra_core.experiment import ExperimentSpec
+from lyra_core.experiment import ExperimentSpec, default_tracker
+from lyra_core.interfaces import RUN_DIR_TAG, Tracker
 from lyra_core.loader import apply_overrides, load_spec, resolved, validate_data
 from lyra_core.plugins import Plugins
 from lyra_core.runs.atomic import write_text
 from lyra_core.runs.rundir import RunDir, spec_hash, versions
-from lyra_core.runs.tracking import Tracker, flatten
+from lyra_core.runs.tracking import flatten
 from lyra_core.training import distributed
 from lyra_core.training.engine import Trainer
 
@@ -116,7 +117,7 @@ def _tracker(spec: ExperimentSpec, plugins: Plugins, world: distributed.Dist) ->
     if not world.main:
         return Tracker()
     registry = plugins.registry
-    tracker_spec = spec.tracking or registry.get("tracker", "mlflow").spec()
+    tracker_spec = spec.tracking or default_tracker(registry)
     ctx = BuildContext(registry=registry, sample_rate=spec.data.sample_rate, seed=spec.seed)
     return tracker_spec.build(ctx)
 
@@ -126,7 +127,7 @@ def _tags(data: dict[str, Any], run: RunDir) -> dict[str, str]:
         "lyra.version": __version__,
         "lyra.git_commit": _git_commit(),
         "lyra.spec_hash": spec_hash(data),
-        "lyra.run_dir": str(run.path.resolve()),
+        RUN_DIR_TAG: str(run.path.resolve()),
     }
 
 

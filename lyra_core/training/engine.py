@@ -38,11 +38,12 @@ from torch import nn
 
 from lyra_core.errors import LyraError, WriteError
 from lyra_core.experiment import ExperimentSpec
+from lyra_core.interfaces import Tracker
 from lyra_core.plugins import Plugins
 from lyra_core.runs import checkpoint
 from lyra_core.runs.metrics import distance_losses
 from lyra_core.runs.rundir import RunDir
-from lyra_core.runs.tracking import SafeTracker, Tracker
+from lyra_core.runs.tracking import SafeTracker
 from lyra_core.seeds import derive_seed
 from lyra_core.training import distributed, validation
 from lyra_core.training.budget import Budget
@@ -202,7 +203,7 @@ class Trainer:
         """Start from another checkpoint's model weights (fine-tuning, `lyra import`)."""
         from lyra_core.runs.model import find_checkpoint
 
-        path = find_checkpoint(source)
+        path = find_checkpoint(source, self.plugins.registry)
         state = checkpoint.load(path, map_location=self.dist.device)
         try:
             self.model.load_state_dict(state["model"])
