@@ -10,7 +10,7 @@ Continuous latents are sent at 8 bits per value (uniform), codes exactly. Run it
 machine with OMP_WAIT_POLICY=PASSIVE (as `make bench-quality` does), so that waiting OpenMP
 threads do not spin and count as CPU time.
 
-Writes RESULTS/results.json, RESULTS/results.md (the table the README shows) and
+Writes RESULTS/results.json, RESULTS/results.md (the table docs/benchmarks.md includes) and
 RESULTS/mel_distance.png (held-out mel distance against CPU-minutes). `--recipes` reruns some
 recipes and keeps the others' saved results; each recipe trains in WORK/runs/NAME (remove it
 to rerun that recipe).
