@@ -1,12 +1,17 @@
-"""README.md's snippets work as written: its JSON specs validate against the live registry, and
-its plugin (pyproject.toml + module) installs with pip and adds its component through the real
-entry-point machinery; the plugin's contract test from "Testing a plugin" passes."""
+"""The README's and the documentation site's snippets work as written: every JSON spec validates
+against the live registry (a fragment, merged into the demo spec), every `lyra` command line in a
+shell block parses with the real parser, every Python block compiles, every TOML block parses;
+the plugin on "Writing a plugin" (pyproject.toml + module) installs with pip and adds its
+component through the real entry-point machinery, and its contract test passes."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -14,34 +19,107 @@ from pathlib import Path
 
 import pytest
 
+from lyra_core.cli import build_parser
 from lyra_core.loader import validate_data
 from lyra_core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
-BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.M | re.S)
-JSON_BLOCKS = [body for lang, body in BLOCKS if lang == "json"]
-PLUGIN_SECTION = README.split("## Writing a plugin", 1)[1].split("\n## ", 1)[0]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+SNIPPET = re.compile(r'^--8<-- "([^"]+)"$', re.M)  # pymdownx.snippets, paths from the root
+DEMO = json.loads((ROOT / "experiments" / "snake_pqmf.json").read_text())
 
 
-def section_blocks(section: str, lang: str) -> list[str]:
-    return [b for lg, b in re.findall(r"^```(\w*)\n(.*?)^```", section, re.M | re.S) if lg == lang]
+def page_text(path: Path) -> str:
+    """The page as the site shows it: snippets replaced by the files they name."""
+    text = path.read_text(encoding="utf-8")
+    return SNIPPET.sub(lambda m: (ROOT / m.group(1)).read_text(encoding="utf-8"), text)
 
 
-def test_the_readme_has_json_snippets():
-    assert JSON_BLOCKS
+def blocks(text: str, lang: str) -> list[str]:
+    return [b for lg, b in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S) if lg == lang]
 
 
-@pytest.mark.parametrize("index", range(len(JSON_BLOCKS)))
-def test_every_json_snippet_validates_against_the_live_registry(index):
-    data = json.loads(JSON_BLOCKS[index])
-    validate_data(data, load_plugins(builtins_only=True).registry, source=f"README json #{index}")
+def snippets(lang: str) -> list[tuple[str, str]]:
+    """(where, body) of every `lang` code block on every page."""
+    return [
+        (f"{page.relative_to(ROOT)} {lang} #{i}", body)
+        for page in PAGES
+        for i, body in enumerate(blocks(page_text(page), lang))
+    ]
+
+
+def section(page: str, heading: str) -> str:
+    return page.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+
+
+PLUGIN_PAGE = page_text(ROOT / "docs" / "plugins.md")
+PLUGIN_SECTION = PLUGIN_PAGE.split("## Testing a plugin", 1)[0]
+
+
+def merged(base: dict, fragment: dict) -> dict:
+    """`fragment` laid over `base`; an object naming a component `type` replaces it whole."""
+    out = dict(base)
+    for key, value in fragment.items():
+        if isinstance(value, dict) and "type" not in value and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def cases(found: list[tuple[str, object]]) -> list:
+    return [pytest.param(where, value, id=where) for where, value in found]
+
+
+def test_every_page_is_read():
+    assert len(PAGES) > 10 and any(snippets("json")) and any(snippets("sh"))
+
+
+@pytest.mark.parametrize(("where", "body"), cases(snippets("json")))
+def test_every_json_snippet_validates_against_the_live_registry(where, body):
+    data = json.loads(body)
+    spec = data if "model" in data else merged(DEMO, data)
+    validate_data(spec, load_plugins(builtins_only=True).registry, source=where)
+
+
+def lyra_commands() -> list[tuple[str, list[str]]]:
+    """Each `lyra ...` (or `-m lyra_core ...`) line of the shell blocks, as its arguments."""
+    found = []
+    for where, body in snippets("sh"):
+        for line in body.splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["lyra"]:
+                found.append((f"{where}: {line.strip()}", words[1:]))
+            elif "lyra_core" in words:
+                found.append((f"{where}: {line.strip()}", words[words.index("lyra_core") + 1 :]))
+    return found
+
+
+@pytest.mark.parametrize(("where", "args"), cases(lyra_commands()))
+def test_every_lyra_command_line_parses(where, args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # output folders are checked, never created
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        try:
+            build_parser().parse_args(args)
+        except SystemExit as exc:
+            pytest.fail(f"{where}\n{errors.getvalue()}(exit {exc.code})")
+
+
+@pytest.mark.parametrize(("where", "body"), cases(snippets("python")))
+def test_every_python_snippet_compiles(where, body):
+    compile(body, where, "exec")
+
+
+@pytest.mark.parametrize(("where", "body"), cases(snippets("toml")))
+def test_every_toml_snippet_parses(where, body):
+    assert tomllib.loads(body), where
 
 
 @pytest.fixture(scope="module")
 def plugin_snippet() -> tuple[dict, str]:
-    [toml_text] = [b for b in section_blocks(PLUGIN_SECTION, "toml") if "[project]" in b]
-    [module] = [b for b in section_blocks(PLUGIN_SECTION, "python") if "@hookimpl" in b]
+    [toml_text] = [b for b in blocks(PLUGIN_SECTION, "toml") if "[project]" in b]
+    [module] = [b for b in blocks(PLUGIN_SECTION, "python") if "@hookimpl" in b]
     return tomllib.loads(toml_text), module
 
 
@@ -52,15 +130,14 @@ def test_the_plugin_snippet_is_a_whole_distribution(plugin_snippet):
     assert project["project"]["entry-points"]["lyra"]
     for name in re.findall(r"registry\.add\([^,]+, [^,]+, (\w+)\)", module):
         assert re.search(rf"^class {name}\b", module, re.M), f"{name} is used but not defined"
-    compile(module, "README plugin", "exec")  # syntax
 
 
 @pytest.fixture(scope="module")
 def installed(plugin_snippet, tmp_path_factory) -> dict[str, str]:
-    """The README's plugin written to disk as it says, pip-installed into its own directory."""
+    """The page's plugin written to disk as it says, pip-installed into its own directory."""
     project, module = plugin_snippet
     source = tmp_path_factory.mktemp("plugin")
-    [toml_text] = [b for b in section_blocks(PLUGIN_SECTION, "toml") if "[project]" in b]
+    [toml_text] = [b for b in blocks(PLUGIN_SECTION, "toml") if "[project]" in b]
     (source / "pyproject.toml").write_text(toml_text)
     [package] = project["tool"]["setuptools"]["packages"]
     (source / package).mkdir()
@@ -87,8 +164,8 @@ def test_the_installed_plugin_snippet_adds_its_component(installed, plugin_snipp
     assert out.returncode == 0, out.stderr
     assert "soft_clip" in out.stdout
     assert project["project"]["name"] in out.stdout  # listed with its distribution
-    spec = json.loads(JSON_BLOCKS[0])
-    spec["model"]["encoder"]["activation"] = {"type": "soft_clip", "threshold": 0.5}
+    spec = merged(DEMO, {"model": {"encoder": {"activation": {"type": "soft_clip"}}}})
+    spec["model"]["encoder"]["activation"]["threshold"] = 0.5
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({k: v for k, v in spec.items() if k != "$schema"}))
     out = subprocess.run(
@@ -101,8 +178,11 @@ def test_the_installed_plugin_snippet_adds_its_component(installed, plugin_snipp
 
 
 def test_the_plugin_testing_snippet_passes_for_the_plugin(installed, tmp_path):
-    section = README.split("### Testing a plugin", 1)[1]
-    [test_code] = [b for b in section_blocks(section, "python") if "check_component" in b]
+    [test_code] = [
+        b
+        for b in blocks(section(PLUGIN_PAGE, "## Testing a plugin"), "python")
+        if "check_component" in b
+    ]
     (tmp_path / "test_snippet.py").write_text(test_code)
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
