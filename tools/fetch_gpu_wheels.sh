@@ -5,7 +5,7 @@
 # carried (the check's specs use `"tracking": {"type": "none"}` and Lyra imports mlflow lazily).
 # attrs, pluggy and typing-extensions are carried because cattrs and Lyra need releases newer
 # than the machine may have (cattrs: attrs>=25.4, typing-extensions>=4.14; Lyra: pluggy>=1.7).
-# Usage: tools/fetch_gpu_wheels.sh [DIR]     (then `make gpu-check` there, or see README)
+# Usage: tools/fetch_gpu_wheels.sh [DIR]     (then `make gpu-check` there, or see docs/gpus.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST="${1:-.whl}"

@@ -246,6 +246,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "--write",
         metavar="FILE",
-        help="put that table into FILE (e.g. README.md) between its bench-table markers",
+        help="put that table into FILE (docs/benchmarks.md) between its bench-table markers",
     )
     p.add_argument("pytest_args", nargs="*", help=argparse.SUPPRESS)

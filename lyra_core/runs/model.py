@@ -165,8 +165,8 @@ class LoadedModel:
             if prompt is not None:
                 raise LyraError(
                     f"model '{self.name}' has no latent prior to continue a prompt with; train "
-                    "one on this run's latents (a `latent_prior` model, see README: Latent "
-                    "priors) and sample from that run"
+                    "one on this run's latents (a `latent_prior` model, see docs/priors.md) "
+                    "and sample from that run"
                 )
             return self.bottleneck.sample_prior(count, frames, temperature, generator)
         if prompt is None:
