@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from lyra_core.cli.corpus import build_corpus
+from lyra_core.corpus.build import build_corpus
 from lyra_core.inference.evaluate import MODEL, Report, evaluate_files
 from lyra_core.loader import load_spec
 from lyra_core.plugins import Plugins, load_plugins
