@@ -32,8 +32,30 @@ temperature = bounded(float, 0.0, 100.0)
 def encode_command(args: argparse.Namespace) -> int:
     from lyra_core.inference.files import encode_files
 
+    if args.bitstream:
+        return bitstream_command(args)
+    if args.step is not None or args.kbps is not None or args.entropy_model is not None:
+        raise LyraError("--step, --kbps and --entropy-model choose how --bitstream codes: add it")
     written = encode_files(loaded_model(args), args.inputs, Path(args.output), chunking(args))
     print(f"wrote {len(written)} latent file(s) (.npy + .json) to {args.output}")
+    return 0
+
+
+def bitstream_command(args: argparse.Namespace) -> int:
+    from lyra_core.inference.compress import DEFAULT_ENTROPY_MODEL, open_codec
+    from lyra_core.inference.files import encode_bitstreams
+
+    if args.step is not None and args.kbps is not None:
+        raise LyraError("--step and --kbps both choose the operating point: give one")
+    name = args.entropy_model or DEFAULT_ENTROPY_MODEL
+    codec = open_codec(loaded_model(args), name, chunking(args), args.refit)
+    written = encode_bitstreams(codec, args.inputs, Path(args.output), args.step, args.kbps)
+    for c in written:
+        print(
+            f"{c.path}: {c.size:,} bytes, {c.seconds:.2f} s, {c.kbps:.2f} kbps (step {c.step:.4g})"
+        )
+    total = sum(c.size for c in written) * 8 / max(sum(c.seconds for c in written), 1e-9)
+    print(f"wrote {len(written)} .lyra file(s) to {args.output}: {total / 1000:.2f} kbps overall")
     return 0
 
 
@@ -150,11 +172,15 @@ def _add_file_commands(sub: Any) -> None:
     add_run_options(p, audio_out=False)
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files (any soundfile format)")
     _output_dir(p)
-    text = "latents (.npy) or codes (.codes.npz) -> audio files"
+    _add_bitstream_options(p)
+    text = "latents (.npy), codes (.codes.npz) or .lyra files -> audio files"
     p = add_command(sub, "decode", decode_command, help=text)
     add_run_options(p)
     p.add_argument(
-        "latents", nargs="+", metavar="LATENTS", help=".npy or .codes.npz files (lyra encode)"
+        "latents",
+        nargs="+",
+        metavar="FILES",
+        help=".lyra, .npy or .codes.npz files (lyra encode)",
     )
     _output_dir(p)
     text = "encode + decode audio files, print distances"
@@ -162,6 +188,31 @@ def _add_file_commands(sub: Any) -> None:
     add_run_options(p)
     p.add_argument("inputs", nargs="+", metavar="IN")
     _output_dir(p)
+
+
+def _add_bitstream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bitstream",
+        action="store_true",
+        help="write compressed .lyra files: the latent quantized and entropy-coded",
+    )
+    p.add_argument(
+        "--step",
+        type=bounded(float, 1e-3, 64.0),
+        help="grid step of a continuous latent, in its training standard deviations (default "
+        "0.2; smaller: closer and more bits)",
+    )
+    p.add_argument(
+        "--kbps", type=bounded(float, 1e-3, 1e6), help="the finest step whose file meets this rate"
+    )
+    p.add_argument(
+        "--entropy-model",
+        metavar="NAME",
+        help="factorized (default) or prior (a latent_prior run): lyra components entropy_model",
+    )
+    p.add_argument(
+        "--refit", action="store_true", help="fit the entropy model again (cached in RUN/compress)"
+    )
 
 
 def _add_latent_commands(sub: Any) -> None:

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
+from lyra_core.inference.bitstream import EXTENSION, Header, Reader, read_header, short_id
+from lyra_core.inference.compress import Codec, open_codec, step_for_kbps
+from lyra_core.runs.atomic import atomic_write
 from lyra_core.runs.audio import (
     BitDepth,
     check_fits,
@@ -75,6 +78,66 @@ def encode_files(
         target.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
         written.append(target)
     return written
+
+
+@attrs.frozen
+class Coded:
+    """One `.lyra` file written: where, its size, the audio's seconds and the step used."""
+
+    path: Path
+    size: int
+    seconds: float
+    step: float
+
+    @property
+    def kbps(self) -> float:
+        return self.size * 8 / max(self.seconds, 1e-9) / 1000
+
+
+def encode_bitstreams(
+    codec: Codec,
+    inputs: Sequence[str | Path],
+    out_dir: Path,
+    step: float | None = None,
+    kbps: float | None = None,
+) -> list[Coded]:
+    """Write `<stem>.lyra` per file at `step` (default: the run's operating point) or at the
+    finest step that meets `kbps`."""
+    written = []
+    for src, target in zip(inputs, output_paths(inputs, out_dir, EXTENSION), strict=True):
+        audio = load_input(codec.loaded, src)
+        if kbps is not None:
+            step = step_for_kbps(codec, audio, kbps, str(src))
+        data = codec.encode(audio, step)
+        make_folder(out_dir)
+        with atomic_write(target) as f:
+            f.write(data)
+        seconds = audio.shape[-1] / codec.loaded.sample_rate
+        written.append(Coded(target, len(data), seconds, step or codec.default_step))
+    return written
+
+
+def decode_bitstream(loaded: LoadedModel, path: Path, chunking: Chunking) -> torch.Tensor:
+    """A `.lyra` file's audio [1, C, T], with the entropy model its header names."""
+    try:
+        with path.open("rb") as f:
+            name = entropy_model_of(loaded, read_header(Reader(f, str(path))), str(path))
+            f.seek(0)
+            return open_codec(loaded, name, chunking).decode(f, str(path))
+    except OSError as exc:
+        raise LyraError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def entropy_model_of(loaded: LoadedModel, header: Header, name: str) -> str:
+    names = loaded.registry.names("entropy_model")
+    found = [n for n in names if short_id(n, 2) == header.entropy_name]
+    if not found:
+        raise LyraError(
+            f"{name}: coded with an entropy model no loaded plugin provides (id "
+            f"{header.entropy_name.hex()}; loaded: {', '.join(names)}); install the plugin that "
+            "wrote it"
+        )
+    return found[0]
 
 
 def codes_path(latent: Path) -> Path:
@@ -195,6 +258,10 @@ def decode_files(
 ) -> list[Path]:
     written = []
     for src, target in zip(latents, output_paths(latents, out_dir, output.extension), strict=True):
+        if Path(src).suffix == EXTENSION:
+            audio = decode_bitstream(loaded, Path(src), chunking)
+            written.append(output.write(loaded, target, audio[0]))
+            continue
         z, length = read_latent(loaded, src)
         try:
             audio = decode_latent(loaded, z, length, chunking)
