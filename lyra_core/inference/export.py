@@ -188,8 +188,8 @@ def export_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
     return path
 
 
-def export_onnx(loaded: LoadedModel, path: str | Path) -> list[Path]:
-    """`<stem>.encoder.onnx` and `<stem>.decoder.onnx`, with a dynamic time axis (needs onnx)."""
+def need_onnx() -> None:
+    """Refuse an ONNX export, saying what to install, when the onnx package is missing."""
     try:
         import onnx  # noqa: F401
     except ImportError as exc:
@@ -197,6 +197,11 @@ def export_onnx(loaded: LoadedModel, path: str | Path) -> list[Path]:
             "export --format onnx needs the 'onnx' package, which is not installed "
             "(pip install onnx); --format torchscript needs nothing else"
         ) from exc
+
+
+def export_onnx(loaded: LoadedModel, path: str | Path) -> list[Path]:
+    """`<stem>.encoder.onnx` and `<stem>.decoder.onnx`, with a dynamic time axis (needs onnx)."""
+    need_onnx()
     filterbank, encoder, bottleneck, decoder = _stages(loaded)
     hop, dev, path = loaded.hop_length, loaded.device, Path(path)
     x = torch.zeros(1, loaded.channels, 16 * hop, device=dev)

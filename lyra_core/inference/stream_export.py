@@ -37,7 +37,14 @@ import torch
 from torch import nn
 
 from lyra_core.errors import LyraError
-from lyra_core.inference.export import TOLERANCE, EncodeCore, _quiet, _stages, _trace
+from lyra_core.inference.export import (
+    TOLERANCE,
+    EncodeCore,
+    _quiet,
+    _stages,
+    _trace,
+    need_onnx,
+)
 from lyra_core.interfaces import StreamingState
 from lyra_core.loader import resolved
 from lyra_core.runs.model import LoadedModel
@@ -271,21 +278,11 @@ def onnx_chunk(loaded: LoadedModel, chunk: int | None) -> int:
     return chunk
 
 
-def _need_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError as exc:
-        raise LyraError(
-            "export --format onnx needs the 'onnx' package, which is not installed "
-            "(pip install onnx); --format torchscript needs nothing else"
-        ) from exc
-
-
 def export_streaming_onnx(
     loaded: LoadedModel, path: str | Path, chunk: int | None = None
 ) -> list[Path]:
     """One encode+decode streaming step of `chunk` samples as ONNX, and its JSON description."""
-    _need_onnx()
+    need_onnx()
     path, chunk = Path(path), onnx_chunk(loaded, chunk)
     dev = loaded.device
     with torch.inference_mode(False), torch.no_grad(), _quiet():
