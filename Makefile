@@ -30,16 +30,18 @@ test: $(STAMP) system-packages lint
 	$(BIN)/pytest tests benchmarks --benchmark-disable -q -p no:cacheprovider --durations=15
 
 # The demo trains on real audio: the corpus Debian's sound packages give (`lyra data corpus`),
-# built once; without those packages, on synthetic audio, saying so.
+# built once; without those packages, on synthetic audio, saying so. DEMO_ARGS adds options to
+# `lyra run`, e.g. DEMO_ARGS="--set training.steps=10" for a quick look.
 CORPUS := data/corpus
+DEMO_ARGS ?=
 demo: $(STAMP) system-packages
 	@if test -f $(CORPUS)/manifest.json || { tools/system_packages.sh --check sound >/dev/null && \
 		$(BIN)/lyra data corpus $(CORPUS); }; then \
-		$(BIN)/lyra run experiments/snake_pqmf.json \
+		$(BIN)/lyra run experiments/snake_pqmf.json $(DEMO_ARGS) \
 			--set 'data.dataset={"type": "audio_folder", "paths": ["$(CORPUS)/train"]}'; \
 	else \
 		echo "no real-audio corpus (see above): the demo trains on synthetic audio"; \
-		$(BIN)/lyra run experiments/snake_pqmf.json; \
+		$(BIN)/lyra run experiments/snake_pqmf.json $(DEMO_ARGS); \
 	fi
 
 # Saves to .benchmarks/; `lyra bench --write README.md` then refreshes the README's table.
@@ -51,7 +53,7 @@ bench-compare: $(STAMP)
 		--benchmark-compare-fail=median:10% -q
 
 # Held-out quality after 3 and 10 CPU-minutes on the corpus's music (about 40 minutes here).
-bench-quality: $(STAMP)
+bench-quality: $(STAMP) system-packages
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m benchmarks.quality_small_data
 
 # The GPU check (README: GPU check): on the GPU machine with its own python3 and the wheels in
