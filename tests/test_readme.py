@@ -75,6 +75,13 @@ def test_every_page_is_read():
     assert len(PAGES) > 10 and any(snippets("json")) and any(snippets("sh"))
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_code_block_says_what_it_holds(page):
+    """A checked language, or `text` (messages, usage lines) for what no check applies to."""
+    fences = re.findall(r"^```(\w*)\n.*?^```", page_text(page), re.M | re.S)
+    assert set(fences) <= {"json", "sh", "python", "toml", "text"}, fences
+
+
 @pytest.mark.parametrize(("where", "body"), cases(snippets("json")))
 def test_every_json_snippet_validates_against_the_live_registry(where, body):
     data = json.loads(body)
