@@ -75,6 +75,14 @@ def test_every_page_is_read():
     assert len(PAGES) > 10 and any(snippets("json")) and any(snippets("sh"))
 
 
+def test_the_readmes_links_and_picture_exist():
+    """The site checks its own links (mkdocs --strict); the README's are checked here."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", readme)
+    assert "benchmarks/results/small_data/mel_distance.png" in targets
+    assert [t for t in targets if not (ROOT / t).exists()] == []
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_code_block_says_what_it_holds(page):
     """A checked language, or `text` (messages, usage lines) for what no check applies to."""
