@@ -108,16 +108,20 @@ class RunDir:
                 + "choose another --run-dir"
             )
         run = cls(path, made=not path.exists())
-        with writing(path, "the run directory"):
-            path.mkdir(parents=True, exist_ok=True)
-        for target, data in ((run.spec_file, resolved), (path / "versions.json", versions)):
-            write_text(target, json.dumps(data, indent=2) + "\n", "the run's records")
+        try:
+            with writing(path, "the run directory"):
+                path.mkdir(parents=True, exist_ok=True)
+            for target, data in ((run.spec_file, resolved), (path / "versions.json", versions)):
+                write_text(target, json.dumps(data, indent=2) + "\n", "the run's records")
+        except BaseException:
+            run.discard()
+            raise
         return run
 
     def discard(self) -> None:
         """Remove what `create` wrote: the folder it made, or the contents of the empty folder
         it was given."""
-        if self.made:
+        if self.made or not self.path.is_dir():
             shutil.rmtree(self.path, ignore_errors=True)
             return
         for child in self.path.iterdir():

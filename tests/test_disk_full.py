@@ -1,0 +1,234 @@
+"""A full disk, or a read-only or vanished folder, while Lyra writes: one line that says what,
+where, the space free and what to do; exit 2; nothing half-written; nothing a checkpoint held
+lost. One test fills a real (tmpfs) filesystem; the others make one write fail with ENOSPC."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lyra_core.cli import main
+from lyra_core.errors import WriteError
+from lyra_core.runs.atomic import append_line, write_text
+from lyra_core.runs.checkpoint import load
+
+from . import test_training
+from .helpers import coder
+
+
+def write_spec(folder: Path, **sections) -> Path:
+    """The training tests' tiny spec, with eager Snake (no compilation)."""
+    eager = {"encoder": coder("conv_encoder"), "decoder": coder("conv_decoder")}
+    return test_training.write_spec(folder, model=eager, **sections)
+
+
+class FullFile:
+    """A file whose first write stores half its data, then fails as a full disk does."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def fill_at(monkeypatch, name: str, nth: int = 1) -> None:
+    """The `nth` file opened for writing whose name holds `name` (its temporary's does) finds
+    the disk full."""
+    real, seen = pathlib.Path.open, [0]
+
+    def opened(self, mode="r", *args, **kwargs):
+        f = real(self, mode, *args, **kwargs)
+        if name in self.name and set(mode) & set("wa"):
+            seen[0] += 1
+            if seen[0] == nth:
+                return FullFile(f)
+        return f
+
+    monkeypatch.setattr(pathlib.Path, "open", opened)
+
+
+def lyra_run(capsys, *args: str) -> tuple[int, str]:
+    code = main(["run", *args, "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+def error_line(err: str) -> str:
+    """The one `error:` line a failed command printed, after checking there is one and no
+    traceback."""
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def assert_nothing_half_written(run: Path) -> None:
+    assert not list(run.rglob(".*.tmp"))
+    for line in (run / "metrics.jsonl").read_text().splitlines(keepends=True):
+        assert line.endswith("\n") and json.loads(line)["step"] >= 0
+    for line in (run / "log.txt").read_text().splitlines(keepends=True):
+        assert line.endswith("\n") and re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", line)
+
+
+# Which write fails (the nth opened of that name), what the error names, and the step the last
+# good checkpoint holds: a failed checkpoint keeps the one before (every step is checkpointed),
+# any other failed write stops the run after a checkpoint of the step it reached (step 2).
+PLACES = [
+    ("step-0000002.pt", 1, "the checkpoint", 1),
+    ("best.pt", 1, "the checkpoint", 1),
+    ("metrics.jsonl", 3, "the metrics", 2),
+    ("log.txt", 3, "the run's log", 2),
+    ("example0_original.wav", 2, "a validation example", 2),
+    ("example0_spectrogram.png", 2, "a validation example", 2),
+]
+
+
+@pytest.mark.parametrize(("name", "nth", "what", "saved"), PLACES)
+def test_a_failed_write_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, capsys, name, nth, what, saved
+):
+    training = {"steps": 4, "checkpoint_every": 1, "validate_every": 2, "keep_checkpoints": 9}
+    spec, run = write_spec(tmp_path, training=training), tmp_path / "run"
+    fill_at(monkeypatch, name, nth)
+    code, err = lyra_run(capsys, str(spec), "--run-dir", str(run))
+    assert code == 2
+    line = error_line(err)
+    assert line.startswith(f"error: could not write {what} {run}")
+    assert name in line and re.search(r"the disk is full \([\d.]+ \w+ free there\)", line)
+    assert line.endswith(
+        f"resume from step {saved} ({run / 'checkpoints' / 'last.pt'}) with: "
+        f"lyra run --resume {run}"
+    )
+    assert load(run / "checkpoints" / "last.pt")["step"] == saved
+    trained = [json.loads(r)["step"] for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(trained) <= 2  # it stopped at the step whose write failed
+    assert_nothing_half_written(run)
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
+    """A spec error found while building (a prior's codec that is not there) or a run record
+    that cannot be written: the same command, --run-dir included, can run again."""
+    missing = tmp_path / "no-codec"
+    model = {"type": "latent_prior", "codec": str(missing), "prior": {"type": "wavenet"}}
+    spec, run = write_spec(tmp_path), tmp_path / "run"
+    spec.write_text(json.dumps({**json.loads(spec.read_text()), "model": model}))
+    code, err = lyra_run(capsys, str(spec), "--run-dir", str(run))
+    assert code == 2 and str(missing) in error_line(err)
+    assert not run.exists()
+    given = tmp_path / "given"
+    given.mkdir()  # an empty folder the user named is kept, empty
+    assert lyra_run(capsys, str(spec), "--run-dir", str(given))[0] == 2
+    assert given.is_dir() and not list(given.iterdir())
+    spec = write_spec(tmp_path, training={"steps": 1})
+    assert lyra_run(capsys, str(spec), "--run-dir", str(run))[0] == 0
+    assert load(run / "checkpoints" / "last.pt")["step"] == 1
+
+
+def test_run_records_that_cannot_be_written_leave_nothing(tmp_path, monkeypatch, capsys):
+    spec, run = write_spec(tmp_path), tmp_path / "run"
+    fill_at(monkeypatch, "versions.json")
+    code, err = lyra_run(capsys, str(spec), "--run-dir", str(run))
+    assert code == 2
+    assert error_line(err).startswith(f"error: could not write the run's records {run}")
+    assert not run.exists()
+
+
+def test_an_append_is_whole_or_cut_off_again(tmp_path, monkeypatch):
+    log = tmp_path / "log.txt"
+    append_line(log, "first\n")
+    fill_at(monkeypatch, "log.txt")
+    with pytest.raises(WriteError, match=r"could not write the log .*log.txt: the disk is full"):
+        append_line(log, "second, which does not fit\n", "the log")
+    assert log.read_text() == "first\n"
+
+
+def test_read_only_and_vanished_folders(tmp_path, monkeypatch):
+    gone = tmp_path / "gone" / "metrics.jsonl"
+    message = re.escape(f"the folder {gone.parent} is gone; restore it")
+    with pytest.raises(WriteError, match=message):
+        append_line(gone, "{}\n")
+    real = os.replace
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    target = tmp_path / "spec.json"
+    with pytest.raises(WriteError, match="its filesystem is read-only"):
+        write_text(target, "{}")
+    monkeypatch.setattr(os, "replace", real)
+    assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` at `folder` (needs root)."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small filesystem: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() != 0 or not shutil.which("mount"),
+    reason="filling a real filesystem needs root to mount a small tmpfs (CI runs as root); "
+    "the other tests here make each write fail with ENOSPC instead",
+)
+def test_lyra_run_on_a_filesystem_that_fills_up(tmp_path, capsys):
+    """The run fills a 400 KiB filesystem with checkpoints (each step's kept): it stops at the
+    checkpoint that does not fit, a resume on the full disk is refused before it trains, and
+    once there is room it resumes to the end."""
+    training = {"steps": 4, "checkpoint_every": 1, "keep_checkpoints": 100}
+    spec = write_spec(tmp_path, training=training)
+    with tmpfs(tmp_path / "disk", "400k") as disk:
+        run = disk / "run"
+        code, err = lyra_run(capsys, str(spec), "--run-dir", str(run))
+        assert code == 2
+        line = error_line(err)
+        assert line.startswith(f"error: could not write the checkpoint {run / 'checkpoints'}")
+        assert re.search(r"the disk is full \([\d.]+ KiB free there\); free some space", line)
+        saved = load(run / "checkpoints" / "last.pt")["step"]
+        assert 0 < saved < 4 and line.endswith(f"with: lyra run --resume {run}")
+        assert f"resume from step {saved} " in line
+        assert_nothing_half_written(run)
+
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        code, err = lyra_run(capsys, "--resume", str(run))
+        assert code == 2
+        assert "too little space to resume: the next checkpoint needs about" in error_line(err)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+        subprocess.run(["mount", "-o", "remount,size=4m", "tmpfs", str(disk)], check=True)
+        assert lyra_run(capsys, "--resume", str(run))[0] == 0
+        assert load(run / "checkpoints" / "last.pt")["step"] == 4
+        records = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+        trained = [r["step"] for r in records if "train/loss" in r]
+        assert trained == [1, 2, 3, 4]  # each step logged once
