@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lyra_core.cli.common import output_dir
 from lyra_core.corpus.build import build_corpus
 from lyra_core.corpus.sources import SOURCES
 
@@ -36,7 +37,7 @@ def add_parser(actions: Any) -> argparse.ArgumentParser:
         help="build a real-audio corpus (music, speech, sfx) from Debian's packaged sound sources",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("directory", metavar="DIR")
+    p.add_argument("directory", metavar="DIR", type=output_dir)
     p.add_argument(
         "--packages",
         nargs="+",
