@@ -4,6 +4,7 @@ link or anchor, a missing page or a page left out of the nav fails)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 from lyra_core.cli import main
 from lyra_core.cli.reference import pages
+from lyra_core.plugins import load_plugins
+from lyra_core.schema import experiment_schema
 from tests.test_third_party_plugin import installed as example_plugin  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +42,25 @@ def test_the_reference_lists_every_component_and_command():
     assert "### snake {#activation.snake}" in text["components.md"]
     assert "soft_clip" not in text["components.md"]  # no plugin's in a builtins-only page
     assert "## lyra run\n" in text["cli.md"] and "`--resume`" in text["cli.md"]
+
+
+def test_every_component_field_is_listed_with_its_default_and_bounds():
+    schema = experiment_schema(load_plugins(builtins_only=True).registry)
+    text = pages(builtins_only=True)["components.md"]
+    for key, comp in schema["$defs"].items():
+        if "." not in key:
+            continue
+        body = text.split(f"{{#{key}}}\n", 1)[1].split("\n### ", 1)[0]
+        for name, prop in comp["properties"].items():
+            if name == "type":
+                continue
+            default = f"`{json.dumps(prop.get('default'), ensure_ascii=False)}`"
+            shown = "required" if name in comp.get("required", ()) else default
+            row = next(r for r in body.splitlines() if r.startswith(f"| `{name}` |"))
+            assert row.split(" | ")[2] == shown, (key, name, row)
+    kernel = text.split("{#encoder.conv_encoder}", 1)[1]
+    assert "| `input_kernel` | integer | `7` | ≥ 1, ≤ 4095, not multiple of 2 |" in kernel
+    assert "| length 1–32, each ≥ 1, ≤ 1024 |" in kernel  # strides
 
 
 def test_an_installed_plugins_components_and_kind_appear(example_plugin, tmp_path):  # noqa: F811

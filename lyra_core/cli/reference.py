@@ -70,9 +70,9 @@ BOUNDS = {
     "maximum": "≤ {}",
     "exclusiveMaximum": "< {}",
     "multipleOf": "multiple of {}",
-    "minItems": "at least {} items",
-    "maxItems": "at most {} items",
-    "minLength": "at least {} characters",
+    "minItems": "length ≥ {}",
+    "maxItems": "length ≤ {}",
+    "minLength": "length ≥ {}",
     "pattern": "matches `{}`",
 }
 
@@ -82,10 +82,12 @@ def _bounds(s: Schema) -> str:
     if "anyOf" in s:
         return "; ".join(filter(None, (_bounds(b) for b in s["anyOf"])))
     rules = [form.format(json.dumps(s[key])) for key, form in BOUNDS.items() if key in s]
-    if "minItems" in s and s.get("minItems") == s.get("maxItems"):
-        rules = [r for r in rules if "items" not in r] + [f"exactly {s['minItems']} items"]
+    if "minItems" in s and "maxItems" in s:  # one rule for the length
+        low, high = s["minItems"], s["maxItems"]
+        rules = [r for r in rules if "length" not in r]
+        rules.append(f"length {low}" if low == high else f"length {low}–{high}")
     if "not" in s:
-        rules.append(f"not {_type(s['not'])}")
+        rules.append(f"not {_bounds(s['not']) or _type(s['not'])}")
     items = [s["items"]] if isinstance(s.get("items"), dict) else s.get("prefixItems", [])
     inner = sorted({b for b in map(_bounds, items) if b})
     rules += [f"each {b}" for b in inner]
