@@ -96,7 +96,7 @@ def _spec_and_run(
     run = RunDir.open(Path(resume))
     data = apply_overrides(json.loads(run.spec_text()), overrides)
     spec: ExperimentSpec = validate_data(data, registry, str(run.spec_file))
-    if overrides:  # e.g. more steps: the run directory keeps the spec it now trains
+    if overrides and distributed.env_rank() == 0:  # the run directory keeps what it trains
         write_text(run.spec_file, json.dumps(resolved(spec, registry), indent=2) + "\n")
     return spec, run
 
@@ -134,6 +134,6 @@ def _tags(data: dict[str, Any], run: RunDir) -> dict[str, str]:
 def _broadcast_run_dir(run: RunDir | None, world: distributed.Dist) -> RunDir:
     import torch.distributed as dist
 
-    holder = [str(run.path) if run else None]
+    holder = [str(run.path.resolve()) if run else None]  # the same folder from any node's cwd
     dist.broadcast_object_list(holder, src=0)
     return RunDir(Path(holder[0]))

@@ -1,13 +1,24 @@
-"""One process or many (torchrun): device choice, process group, and rank-0-only side effects."""
+"""One process or many (torchrun, on one node or several): device choice, process group, and
+which process does what.
+
+Global rank 0 alone writes the run's records, checkpoints and tracking. Each node's local rank 0
+prepares what is kept per node (the audio cache, `$LYRA_CACHE_DIR`) before that node's other
+processes read it (`local_first`). A run resumes only with the world size it was trained with:
+its data position and the shards' split among processes are counted for that many.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import attrs
 import torch
 import torch.distributed as dist
 
+from lyra_core.errors import LyraError
 from lyra_core.runs.device import pick_device
 
 
@@ -34,18 +45,47 @@ class Dist:
         dist.all_reduce(t)
         return float(t) / self.world
 
+    @contextlib.contextmanager
+    def local_first(self) -> Iterator[None]:
+        """The block on each node's local rank 0 first (it fills the node's caches), then on
+        the node's other processes, which find them filled. Every process passes one barrier,
+        also when the block raises (the others then meet the same error themselves)."""
+        if self.local_rank:
+            self.barrier()
+        try:
+            yield
+        finally:
+            if not self.local_rank:
+                self.barrier()
+
+    def check_resume(self, trained_world: int | None, checkpoint: Path) -> None:
+        """Refuse to resume a run on another number of processes than it was trained on."""
+        if trained_world is None or trained_world == self.world:
+            return
+        raise LyraError(
+            f"{checkpoint}: the run was trained by {trained_world} process(es) and this resume "
+            f"has {self.world}; its data position and each process's share of the data are "
+            f"counted for {trained_world}. Resume it with {trained_world} in all (torchrun "
+            "--nnodes × --nproc-per-node), or start a new run from its weights with "
+            "`lyra run SPEC --init RUN`"
+        )
+
+
+def env_rank() -> int:
+    """This process's global rank under torchrun (0 alone)."""
+    return int(os.environ.get("RANK", "0"))
+
 
 def setup(requested: str) -> Dist:
     """Join the torchrun process group if WORLD_SIZE > 1 (NCCL on CUDA, gloo on the CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(requested, local_rank)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, local_rank, device)
+    return Dist(env_rank(), world, local_rank, device)
 
 
 def teardown() -> None:
