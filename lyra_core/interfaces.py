@@ -176,6 +176,7 @@ class EntropyModel:
     """
 
     conditional: bool = False
+    context: int = 0  # frames of the past a conditional model looks at (0: all of them)
 
     def bind(self, model: nn.Module) -> None:
         """The trained model whose latents are coded (a conditional model takes its prior)."""

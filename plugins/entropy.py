@@ -111,6 +111,7 @@ class PriorModel(EntropyModel):
                 "trained on this codec's latents); use 'factorized' for this run"
             )
         self.prior = found[0]
+        self.context = self.prior.receptive_field
 
     def fit(self, examples: list[Any], space: SymbolSpace) -> None:
         if space.edges is None:
@@ -119,7 +120,7 @@ class PriorModel(EntropyModel):
     def frame_tables(self, past: torch.Tensor, space: SymbolSpace) -> np.ndarray:
         assert self.prior is not None
         edges = torch.from_numpy(space.edges).to(past.device)
-        window = past[None, :, -self.prior.receptive_field :]
+        window = past[None]
         with torch.inference_mode():
             cdf = self.prior.next_cdf(window, edges[None])[0].cpu().numpy()
         cdf[:, 0], cdf[:, -1] = 0.0, 1.0

@@ -236,3 +236,17 @@ def test_latents_a_frame_density_cannot_model_are_refused(tmp_path, bottleneck, 
     with pytest.raises(BuildError, match=message) as info:
         prior.model.build(prior.context(plugins.registry))
     assert info.value.path == "model.codec"
+
+
+def test_the_prior_codes_a_latent_frame_by_frame_and_decodes_it_exactly(runs):
+    from lyra_core.inference.compress import open_codec
+
+    loaded = load_model(runs[1], load_plugins(), "cpu")
+    codec = open_codec(loaded, "prior", log=lambda _: None)
+    audio = torch.randn(1, 1, 4096, generator=torch.Generator().manual_seed(0)) * 0.1
+    data = codec.encode(audio, 0.5)
+    symbols = codec.symbols(audio, 0.5)
+    assert torch.equal(codec.decode(data, "x"), codec.decode_symbols(symbols, 0.5, 4096))
+    codec_only = load_model(runs[0], load_plugins(), "cpu")
+    with pytest.raises(LyraError, match="needs a run with a latent prior"):
+        open_codec(codec_only, "prior", log=lambda _: None)

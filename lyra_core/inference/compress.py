@@ -280,9 +280,10 @@ class ChunkCoder:
             self.models = [constriction.stream.model.Categorical(t, perfect=False) for t in tables]
 
     def frame_tables(self, symbols: np.ndarray, t: int) -> np.ndarray:
-        past = self.codec.latent(symbols[:, :t], self.step) if t else torch.zeros(1, 0, 0)
-        past = past[0].to(self.codec.loaded.device)
-        return self.entropy.frame_tables(past, self.space)
+        """Frame t's tables from the frames before it (those the model looks at)."""
+        first = max(0, t - self.entropy.context) if self.entropy.context else 0
+        past = self.codec.latent(symbols[:, first:t], self.step)[0]
+        return self.entropy.frame_tables(past.to(self.codec.loaded.device), self.space)
 
     def encode(self, symbols: np.ndarray, start: int, end: int) -> np.ndarray:
         encoder = constriction.stream.queue.RangeEncoder()
