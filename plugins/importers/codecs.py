@@ -20,47 +20,57 @@ from lyra_plugins.importers.weights import (
     signature_defaults,
 )
 
+# SNAC()'s and DAC()'s defaults: what a configuration that leaves a setting out means.
+SNAC_DEFAULTS: dict[str, Any] = {
+    "encoder_dim": 64,
+    "encoder_rates": [3, 3, 7, 7],
+    "latent_dim": None,
+    "decoder_dim": 1536,
+    "decoder_rates": [7, 7, 3, 3],
+    "attn_window_size": 32,
+    "codebook_size": 4096,
+    "codebook_dim": 8,
+    "vq_strides": [8, 4, 2, 1],
+    "noise": True,
+    "depthwise": True,
+    "sampling_rate": 44100,
+}
+DAC_DEFAULTS: dict[str, Any] = {
+    "encoder_dim": 64,
+    "encoder_rates": [2, 4, 8, 8],
+    "latent_dim": None,
+    "decoder_dim": 1536,
+    "decoder_rates": [8, 8, 4, 2],
+    "n_codebooks": 9,
+    "codebook_size": 1024,
+    "codebook_dim": 8,
+    "quantizer_dropout": False,
+    "sample_rate": 44100,
+}
 # The configurations of SNAC's published models (its config.json files), by name.
 SNAC_CONFIGS: dict[str, dict[str, Any]] = {
-    "24khz": {
+    "24khz": SNAC_DEFAULTS
+    | {
         "sampling_rate": 24000,
         "encoder_dim": 48,
         "encoder_rates": [2, 4, 8, 8],
         "decoder_dim": 1024,
         "decoder_rates": [8, 8, 4, 2],
         "attn_window_size": None,
-        "codebook_size": 4096,
-        "codebook_dim": 8,
         "vq_strides": [4, 2, 1],
-        "noise": True,
-        "depthwise": True,
     },
-    "32khz": {
-        "sampling_rate": 32000,
-        "encoder_dim": 64,
-        "encoder_rates": [2, 3, 8, 8],
-        "decoder_dim": 1536,
-        "decoder_rates": [8, 8, 3, 2],
-        "attn_window_size": 32,
-        "codebook_size": 4096,
-        "codebook_dim": 8,
-        "vq_strides": [8, 4, 2, 1],
-        "noise": True,
-        "depthwise": True,
-    },
+    "32khz": SNAC_DEFAULTS
+    | {"sampling_rate": 32000, "encoder_rates": [2, 3, 8, 8], "decoder_rates": [8, 8, 3, 2]},
 }
 
 SNAC_BUFFERS = (".inv_freq", ".scale")  # its rotary embedding's tables, not weights
 
 
-def conv_stacks(
-    encoder_dim: int,
-    encoder_rates: list[int],
-    decoder_dim: int,
-    decoder_rates: list[int],
-    latent_dim: int,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The encoder and decoder specs DAC and SNAC share (Snake, weight norm, widths ×2/÷2)."""
+def conv_stacks(c: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The encoder and decoder specs of a DAC or SNAC configuration `c` (Snake, weight norm,
+    widths ×2/÷2)."""
+    encoder_dim, encoder_rates = c["encoder_dim"], c["encoder_rates"]
+    decoder_dim, decoder_rates = c["decoder_dim"], c["decoder_rates"]
     depth = len(encoder_rates)
     if len(decoder_rates) != depth or decoder_dim % 2**depth:
         raise LyraError(
@@ -91,8 +101,23 @@ def conv_stacks(
         "weight_norm": True,
         "tanh": True,
     }
-    del latent_dim  # the bottleneck's width; the stacks take it from the bottleneck
     return encoder, decoder
+
+
+def rvq_autoencoder(
+    c: dict[str, Any], encoder: dict, decoder: dict, n_codebooks: int, **quantizer: Any
+) -> dict[str, Any]:
+    """The autoencoder spec of a DAC or SNAC configuration `c`: its `conv_stacks` around a
+    residual VQ (`quantizer`: the settings the two codecs do not share)."""
+    latent = c.get("latent_dim") or c["encoder_dim"] * 2 ** len(c["encoder_rates"])
+    bottleneck = {"type": "rvq", "dim": latent, "n_codebooks": n_codebooks}
+    bottleneck |= {"codebook_size": c["codebook_size"], "codebook_dim": c["codebook_dim"]}
+    return {
+        "type": "autoencoder",
+        "encoder": encoder,
+        "bottleneck": bottleneck | quantizer,
+        "decoder": decoder,
+    }
 
 
 def dac_recipe(name: str, sample_rate: int, segment: int, batch: int) -> dict[str, Any]:
@@ -165,28 +190,11 @@ class SNACImporter(Importer):
             if not config_file.is_file():
                 raise LyraError(f"{source}: no config.json beside the weights; pass --config")
             config = json.loads(config_file.read_text())
-        defaults = {
-            "encoder_dim": 64,
-            "encoder_rates": [3, 3, 7, 7],
-            "latent_dim": None,
-            "decoder_dim": 1536,
-            "decoder_rates": [7, 7, 3, 3],
-            "attn_window_size": 32,
-            "codebook_size": 4096,
-            "codebook_dim": 8,
-            "vq_strides": [8, 4, 2, 1],
-            "noise": True,
-            "depthwise": True,
-            "sampling_rate": 44100,
-        }
-        return {**defaults, **config}, load_weights(weights)
+        return {**SNAC_DEFAULTS, **config}, load_weights(weights)
 
     def experiment(self, config: dict[str, Any]) -> dict[str, Any]:
         c = config
-        latent = c.get("latent_dim") or c["encoder_dim"] * 2 ** len(c["encoder_rates"])
-        encoder, decoder = conv_stacks(
-            c["encoder_dim"], c["encoder_rates"], c["decoder_dim"], c["decoder_rates"], latent
-        )
+        encoder, decoder = conv_stacks(c)
         window = c.get("attn_window_size")
         attention = (
             {"type": "local_attention", "window_size": window, "head_dim": 64, "rotary": True}
@@ -208,19 +216,7 @@ class SNACImporter(Importer):
         hop = math.prod(c["encoder_rates"])
         unit = hop * math.lcm(max(strides), window or 1)
         spec = dac_recipe(f"snac_{rate // 1000}khz", rate, segment_for(unit, 16384), 16)
-        spec["model"] = {
-            "type": "autoencoder",
-            "encoder": encoder,
-            "bottleneck": {
-                "type": "rvq",
-                "dim": latent,
-                "n_codebooks": len(strides),
-                "codebook_size": c["codebook_size"],
-                "codebook_dim": c["codebook_dim"],
-                "strides": strides,
-            },
-            "decoder": decoder,
-        }
+        spec["model"] = rvq_autoencoder(c, encoder, decoder, len(strides), strides=strides)
         return spec
 
     def convert(
@@ -253,47 +249,22 @@ class DACImporter(Importer):
         if "state_dict" not in data:
             raise LyraError(f"{source}: not a DAC checkpoint (DAC.save writes a 'state_dict')")
         kwargs = (data.get("metadata") or {}).get("kwargs") or {}
-        defaults = {
-            "encoder_dim": 64,
-            "encoder_rates": [2, 4, 8, 8],
-            "latent_dim": None,
-            "decoder_dim": 1536,
-            "decoder_rates": [8, 8, 4, 2],
-            "n_codebooks": 9,
-            "codebook_size": 1024,
-            "codebook_dim": 8,
-            "quantizer_dropout": False,
-            "sample_rate": 44100,
-        }
-        return {**defaults, **kwargs, **(config or {})}, data["state_dict"]
+        return {**DAC_DEFAULTS, **kwargs, **(config or {})}, data["state_dict"]
 
     def experiment(self, config: dict[str, Any]) -> dict[str, Any]:
         c = config
         if not isinstance(c["codebook_dim"], int):
             raise LyraError("DAC with a codebook_dim per level: Lyra's rvq takes one codebook_dim")
-        latent = c.get("latent_dim") or c["encoder_dim"] * 2 ** len(c["encoder_rates"])
-        encoder, decoder = conv_stacks(
-            c["encoder_dim"], c["encoder_rates"], c["decoder_dim"], c["decoder_rates"], latent
-        )
+        encoder, decoder = conv_stacks(c)
         encoder["activation"] = {"type": "snake"}
         decoder["activation"] = {"type": "snake"}
         rate = int(c["sample_rate"])
         hop = math.prod(c["encoder_rates"])
         spec = dac_recipe(f"dac_{rate // 1000}khz", rate, segment_for(hop, 16758), 72)
         dropout = float(c["quantizer_dropout"])  # DAC() passes a bool; its training uses 0.5
-        spec["model"] = {
-            "type": "autoencoder",
-            "encoder": encoder,
-            "bottleneck": {
-                "type": "rvq",
-                "dim": latent,
-                "n_codebooks": c["n_codebooks"],
-                "codebook_size": c["codebook_size"],
-                "codebook_dim": c["codebook_dim"],
-                "quantizer_dropout": dropout,
-            },
-            "decoder": decoder,
-        }
+        spec["model"] = rvq_autoencoder(
+            c, encoder, decoder, c["n_codebooks"], quantizer_dropout=dropout
+        )
         return spec
 
     def convert(
