@@ -2,21 +2,24 @@
 
 Each module adds its own subcommands (`add_parsers(sub)`), whose parsers carry their handler.
 A user's mistake (a `LyraError`, or an argument argparse refuses) is printed as one line and exits
-2; `--traceback` shows the traceback too. Anything else is a bug and keeps its traceback. A user
-sees Lyra's own lines only: the libraries' informational logging (MLflow's and alembic's table
-creation), their deprecation warnings and torch's `No CUDA runtime is found` warning are off
-unless `--verbose`.
+2; `--traceback` shows the traceback too. So is a full disk or a read-only filesystem met by a
+write that did not go through lyra_core.runs.atomic (which says where and what to do). Anything
+else is a bug and keeps its traceback. A user sees Lyra's own lines only: the libraries'
+informational logging (MLflow's and alembic's table creation), their deprecation warnings and
+torch's `No CUDA runtime is found` warning are off unless `--verbose`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
 import traceback
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from lyra_core import __version__
 from lyra_core.cli import (
@@ -35,6 +38,7 @@ from lyra_core.cli import (
 from lyra_core.cli.allocator import tune_allocator
 from lyra_core.cli.common import EXIT_USER_ERROR, Parser
 from lyra_core.errors import LyraError
+from lyra_core.runs.atomic import FULL, write_error
 
 # In the order `lyra --help` lists them.
 COMMAND_MODULES = (
@@ -82,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error(exc: LyraError, show_traceback: bool) -> int:
+    if show_traceback:
+        traceback.print_exc()
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -93,10 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except LyraError as exc:
-        if args.traceback:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return user_error(exc, args.traceback)
+    except OSError as exc:
+        full = exc.errno in (*FULL, errno.EROFS) and exc.filename
+        error = write_error(exc, Path(exc.filename)) if full else None
+        if error is None:
+            raise
+        return user_error(error, args.traceback)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -234,22 +234,9 @@ def load_or_fit_sliders(
     pca = fit_pca(rows, count, key, examples)
     descriptors = fit_descriptors(rows, values)
     state = {**pca.to_state(), "descriptors": descriptors.to_state(), "requested": requested}
-    with atomic_write(cache) as f:
+    with atomic_write(cache, what="the sliders' cache") as f:
         torch.save(state, f)
     return pca, descriptors
-
-
-def load_or_fit_pca(
-    loaded: LoadedModel,
-    cache: Path,
-    count: int = 8,
-    max_examples: int = 64,
-    chunking: Chunking | None = None,
-    refit: bool = False,
-    log: Callable[[str], None] | None = None,
-) -> PCA:
-    """The PCA of `load_or_fit_sliders`."""
-    return load_or_fit_sliders(loaded, cache, count, max_examples, chunking, refit, log)[0]
 
 
 def apply_sliders(

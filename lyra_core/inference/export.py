@@ -15,6 +15,7 @@ stages with a `pad` mode, like the built-in `autoencoder`; other models get a cl
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyra_core.errors import LyraError
+from lyra_core.runs.atomic import write_bytes
 from lyra_core.runs.model import LoadedModel
 
 STAGES = ("encoder", "bottleneck", "decoder")
@@ -182,10 +184,17 @@ def export_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
     path = Path(path)
     scripted = build_torchscript(loaded)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps(loaded.describe(), indent=2)
-    with _quiet():
-        torch.jit.save(scripted, str(path), _extra_files={"lyra.json": meta})
+    save_torchscript(scripted, path, json.dumps(loaded.describe(), indent=2))
     return path
+
+
+def save_torchscript(scripted: torch.jit.ScriptModule, path: Path, meta: str) -> None:
+    """`scripted` as `path` with `meta` as `lyra.json` inside, written whole; rendered in memory
+    first (torch's own file writer aborts the process when the disk fills)."""
+    buffer = io.BytesIO()
+    with _quiet():
+        torch.jit.save(scripted, buffer, _extra_files={"lyra.json": meta})
+    write_bytes(path, buffer.getvalue(), "the export")
 
 
 def need_onnx() -> None:

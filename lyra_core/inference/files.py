@@ -15,7 +15,7 @@ import torch
 from lyra_core.errors import LyraError
 from lyra_core.inference.bitstream import EXTENSION, Header, Reader, read_header, short_id
 from lyra_core.inference.compress import Codec, open_codec, step_for_kbps
-from lyra_core.runs.atomic import atomic_write
+from lyra_core.runs.atomic import atomic_write, write_text
 from lyra_core.runs.audio import (
     BitDepth,
     check_fits,
@@ -33,6 +33,8 @@ from lyra_core.runs.chunking import (
 )
 from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
+
+ENCODED = "an encoded file"  # what a WriteError names
 
 
 def output_paths(inputs: Sequence[str | Path], out_dir: Path, suffix: str) -> list[Path]:
@@ -69,13 +71,15 @@ def encode_files(
             z, codes = encode_codes(loaded, audio, chunking)
             z = z[0]
             levels = {f"level{i}": c[0].numpy() for i, c in enumerate(codes)}
-            np.savez(codes_path(target), **levels)  # type: ignore[arg-type]
+            with atomic_write(codes_path(target), what=ENCODED) as f:
+                np.savez(f, **levels)  # type: ignore[arg-type]
             sidecar["codes_shape"] = [list(c.shape) for c in levels.values()]
         else:
             z = encode_audio(loaded, audio, chunking)[0]
-        np.save(target, z.numpy().astype(np.float32))
+        with atomic_write(target, what=ENCODED) as f:
+            np.save(f, z.numpy().astype(np.float32))
         sidecar["latent_shape"] = list(z.shape)
-        target.with_suffix(".json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        write_text(target.with_suffix(".json"), json.dumps(sidecar, indent=2) + "\n", ENCODED)
         written.append(target)
     return written
 

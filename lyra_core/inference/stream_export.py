@@ -44,9 +44,11 @@ from lyra_core.inference.export import (
     _stages,
     _trace,
     need_onnx,
+    save_torchscript,
 )
 from lyra_core.interfaces import StreamingState
 from lyra_core.loader import resolved
+from lyra_core.runs.atomic import write_text
 from lyra_core.runs.model import LoadedModel
 from lyra_core.runs.streaming import (
     channels_last_inference,
@@ -257,8 +259,7 @@ def export_streaming_torchscript(loaded: LoadedModel, path: str | Path) -> Path:
     scripted = build_streaming_torchscript(loaded)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = json.dumps({**loaded.describe(), "streaming": metadata(loaded)}, indent=2)
-    with _quiet():
-        torch.jit.save(scripted, str(path), _extra_files={"lyra.json": meta})
+    save_torchscript(scripted, path, meta)
     return path
 
 
@@ -307,7 +308,9 @@ def export_streaming_onnx(
         finally:
             set_streaming(loaded.model, False)
     described = path.with_suffix(".json")
-    described.write_text(json.dumps(onnx_description(loaded, chunk, shapes), indent=2))
+    write_text(
+        described, json.dumps(onnx_description(loaded, chunk, shapes), indent=2), "the export"
+    )
     return [path, described]
 
 

@@ -29,6 +29,7 @@ from lyra_core.errors import WriteError
 TEMPORARY = ".*.tmp"  # the glob of the temporaries this module writes
 FULL = (errno.ENOSPC, errno.EDQUOT)  # no room: the disk or the user's quota
 DENIED = (errno.ENOENT, errno.EACCES, errno.EPERM)  # a folder gone or not writable
+IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST)  # a file where a folder should be
 
 
 def fsync_folder(folder: Path) -> None:
@@ -48,12 +49,17 @@ def temporary_beside(target: Path) -> Path:
     return tmp
 
 
-def free_bytes(path: Path) -> int:
-    """The space free to write on the filesystem holding `path` (or its nearest existing folder)."""
+def _existing(path: Path) -> Path:
+    """`path`, or the nearest of its parents that exists."""
     path = path.absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return shutil.disk_usage(path).free
+    return path
+
+
+def free_bytes(path: Path) -> int:
+    """The space free to write on the filesystem holding `path` (or its nearest existing parent)."""
+    return shutil.disk_usage(_existing(path)).free
 
 
 def size_text(n: float) -> str:
@@ -77,6 +83,7 @@ def _unwritable(exc: BaseException | None, folder: Path) -> OSError | None:
         if isinstance(exc, OSError) and (
             exc.errno in (*FULL, errno.EROFS)
             or (exc.errno in DENIED and not (folder.is_dir() and os.access(folder, os.W_OK)))
+            or (exc.errno in IN_THE_WAY and _existing(folder).is_file())
         ):
             return exc
         exc = exc.__cause__ or exc.__context__
@@ -95,6 +102,11 @@ def write_error(exc: BaseException, target: Path, what: str = "") -> WriteError 
         reason, remedy = f"the disk is full ({free} free there)", "free some space"
     elif cause.errno == errno.EROFS:
         reason, remedy = "its filesystem is read-only", "mount it writable or write elsewhere"
+    elif _existing(folder).is_file():
+        reason, remedy = (
+            f"{_existing(folder)} is a file, not a folder",
+            "move it or write elsewhere",
+        )
     elif not folder.is_dir():
         reason, remedy = f"the folder {folder} is gone", "restore it or write elsewhere"
     else:

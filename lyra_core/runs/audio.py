@@ -22,6 +22,7 @@ default, is accepted; 24 and float are refused) and no dither.
 from __future__ import annotations
 
 import inspect
+import io
 import math
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 import torchaudio.functional as AF
 
 from lyra_core.errors import LyraError
+from lyra_core.runs.atomic import write_bytes
 
 BitDepth = Literal["16", "24", "float"]
 BIT_DEPTHS: tuple[str, ...] = ("16", "24", "float")
@@ -257,5 +259,7 @@ def write_audio(
         # soundfile writes the top bits of int32 samples: 24-bit values sit in bits 8..31.
         data = (ints << (32 - int(bits))).T
     data = np.ascontiguousarray(data)
-    sf.write(str(path), data, sample_rate, subtype=subtype, format=fmt, **settings)
+    buffer = io.BytesIO()  # rendered in memory: libsndfile cannot say the disk is full
+    sf.write(buffer, data, sample_rate, subtype=subtype, format=fmt, **settings)
+    write_bytes(path, buffer.getvalue(), "the audio")
     return path

@@ -29,7 +29,7 @@ import attrs
 import torch
 
 from lyra_core import __version__
-from lyra_core.errors import LyraError
+from lyra_core.errors import LyraError, WriteError
 from lyra_core.plugins import Plugins
 from lyra_core.runs import checkpoint
 from lyra_core.runs.atomic import (
@@ -169,11 +169,13 @@ class RunDir:
 
     def save(self, state: dict[str, Any], step: int, keep: int, best: bool = False) -> Path:
         """Write `best.pt`, or `step-N.pt` and `last.pt` (a hard link to it), atomically."""
-        if best:
-            checkpoint.save_atomic(state, self.best, CHECKPOINT)
-            return self.best
-        target = self.checkpoints / f"step-{step:07d}.pt"
+        target = self.best if best else self.checkpoints / f"step-{step:07d}.pt"
+        if not self.spec_file.is_file():  # not into a folder made afresh: nothing could resume it
+            gone = f"the run directory {self.path} is gone (removed or moved)"
+            raise WriteError(target, gone, "restore it", CHECKPOINT)
         checkpoint.save_atomic(state, target, CHECKPOINT)
+        if best:
+            return target
         with writing(self.last, CHECKPOINT):
             link = temporary_beside(self.last)
             link.unlink()

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from lyra_core import LyraError
-from lyra_core.runs.atomic import atomic_write, remove_temporaries, write_text
+from lyra_core.runs.atomic import atomic_write, remove_temporaries, write_text, writing
 from lyra_plugins.datasets.audio_io import AudioReadError, load
 
 VERSION = 1
@@ -197,13 +196,9 @@ class AudioCache:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        try:
+        instead = "choose another place with the dataset's cache_dir or $LYRA_CACHE_DIR"
+        with writing(self.dir, "the audio cache", instead):
             yield
-        except OSError as exc:
-            raise LyraError(
-                f"cannot write the audio cache in {self.dir}: {exc}; free some space or choose "
-                f"another place with the dataset's cache_dir or $LYRA_CACHE_DIR"
-            ) from exc
 
     def audio(self, source: Path) -> np.ndarray:
         """The cached audio of `source`, memory-mapped read-only: float32 [channels, frames]."""
