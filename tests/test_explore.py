@@ -25,7 +25,7 @@ from lyra_core.explore.explorer import (
     export_audio,
     fit_pca,
     list_presets,
-    load_or_fit_pca,
+    load_or_fit_sliders,
     load_preset,
     save_preset,
 )
@@ -167,23 +167,24 @@ def test_pca_is_cached_as_plain_tensors_and_refitted_for_a_new_checkpoint(series
     monkeypatch.setattr(
         explore, "validation_latents", lambda *a, **k: fits.append(1) or real(*a, **k)
     )
-    again = load_or_fit_pca(series.loaded, cache, 3, 64)
+    again = load_or_fit_sliders(series.loaded, cache, 3, 64)[0]
     assert not fits and torch.equal(again.components, series.pca.components)
 
     ckpt = series.loaded.checkpoint
     stat = ckpt.stat()
     os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a newer checkpoint
     try:
-        refitted = load_or_fit_pca(series.loaded, cache, 3, 64)
+        refitted = load_or_fit_sliders(series.loaded, cache, 3, 64)[0]
     finally:
         os.utime(ckpt, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert fits == [1] and refitted.key != series.pca.key
-    load_or_fit_pca(series.loaded, cache, 2, 64)  # other settings: refitted too
+    load_or_fit_sliders(series.loaded, cache, 2, 64)  # other settings: refitted too
     assert fits == [1, 1]
     with pytest.raises(LyraError, match="must be > 0"):
         Explorer.open(series.loaded, components=0)
     cache.write_bytes(b"not a torch file")
-    assert load_or_fit_pca(series.loaded, cache, 3, 64).count == 3  # a corrupt cache: refitted
+    pca, _ = load_or_fit_sliders(series.loaded, cache, 3, 64)
+    assert pca.count == 3  # a corrupt cache: refitted
 
 
 # -- sliders -------------------------------------------------------------------------------------

@@ -132,17 +132,15 @@ def _players(page: Page) -> None:
     page.metrics = gr.Markdown(elem_id="metrics")
 
 
+def _slider(label: str, elem_id: str) -> Any:
+    """A slider in standard deviations, at 0."""
+    return gr.Slider(-SLIDER_RANGE, SLIDER_RANGE, 0.0, step=0.05, label=label, elem_id=elem_id)
+
+
 def _pca_sliders(ex: Explorer) -> list[Any]:
     gr.Markdown("### Principal directions")
     return [
-        gr.Slider(
-            -SLIDER_RANGE,
-            SLIDER_RANGE,
-            0.0,
-            step=0.05,
-            label=f"PC{k + 1} ({float(ex.pca.explained[k]):.0%} of the variance)",
-            elem_id=f"pc{k + 1}",
-        )
+        _slider(f"PC{k + 1} ({float(ex.pca.explained[k]):.0%} of the variance)", f"pc{k + 1}")
         for k in range(ex.pca.count)
     ]
 
@@ -153,17 +151,7 @@ def _descriptor_sliders(ex: Explorer) -> list[Any]:
     if found is None or not found.count:
         gr.Markdown("*(none could be fitted on the validation audio)*")
         return []
-    return [
-        gr.Slider(
-            -SLIDER_RANGE,
-            SLIDER_RANGE,
-            0.0,
-            step=0.05,
-            label=found.label(k),
-            elem_id=f"descriptor-{found.names[k]}",
-        )
-        for k in range(found.count)
-    ]
+    return [_slider(found.label(k), f"descriptor-{found.names[k]}") for k in range(found.count)]
 
 
 def _sliders(page: Page, ex: Explorer) -> None:
