@@ -24,6 +24,8 @@ from lyra_plugins.ddsp import (
     yin,
 )
 
+from .helpers import NO_TRACKING, short_training, synthetic_data
+
 pytestmark = pytest.mark.usefixtures("small_and_eager")
 
 RATE, HOP = 16000, 64
@@ -210,13 +212,7 @@ def test_user_mistakes_are_named():
 TINY = {
     "name": "tiny_ddsp",
     "seed": 1,
-    "data": {
-        "dataset": {"type": "synthetic", "train_examples": 4, "validation_examples": 2},
-        "sample_rate": RATE,
-        "channels": 1,
-        "segment_length": 2048,
-        "batch_size": 2,
-    },
+    "data": synthetic_data(sample_rate=RATE),
     "model": {
         "type": "ddsp",
         "hop": 64,
@@ -234,16 +230,8 @@ TINY = {
         {"type": "mel", "window_lengths": [64, 256], "n_mels": [10, 40]},
         {"type": "term", "name": "kl", "weight": 0.01},
     ],
-    "training": {
-        "steps": 3,
-        "optimizer": {"type": "adam", "lr": 0.001},
-        "validate_every": 1000,
-        "checkpoint_every": 3,
-        "log_every": 1,
-        "validation_batches": 1,
-        "validation_examples": 0,
-    },
-    "tracking": {"type": "none"},
+    "training": short_training(3),
+    "tracking": NO_TRACKING,
 }
 
 

@@ -34,9 +34,7 @@ from lyra_core.plugins import load_plugins
 from lyra_core.runs import checkpoint
 from lyra_core.runs.model import load_model
 
-from .helpers import coder
-
-RATE = 8000
+from .helpers import NO_TRACKING, RATE, autoencoder, synthetic_data
 
 
 def tiny_spec(bottleneck: dict, name: str = "tiny_explore") -> dict:
@@ -44,23 +42,11 @@ def tiny_spec(bottleneck: dict, name: str = "tiny_explore") -> dict:
     return {
         "name": name,
         "seed": 1,
-        "data": {
-            "dataset": {"type": "synthetic", "train_examples": 4, "validation_examples": 6},
-            "sample_rate": RATE,
-            "channels": 1,
-            "segment_length": 2048,
-            "batch_size": 3,
-        },
-        "model": {
-            "type": "autoencoder",
-            "filterbank": {"type": "pqmf", "bands": 4},
-            "encoder": coder("conv_encoder"),
-            "bottleneck": bottleneck,
-            "decoder": coder("conv_decoder"),
-        },
+        "data": synthetic_data(validation_examples=6, batch_size=3),
+        "model": autoencoder(bottleneck),
         "losses": [{"type": "l1"}],
         "training": {"steps": 1, "optimizer": {"type": "adam", "lr": 0.001}},
-        "tracking": {"type": "none"},
+        "tracking": NO_TRACKING,
     }
 
 

@@ -22,11 +22,10 @@ from lyra_core.plugins import load_plugins
 from lyra_core.runs.model import load_model
 from lyra_plugins.quantizers import FiniteScalarQuantizer, LevelGrid, perplexity, round_ste
 
-from .helpers import coder
+from .helpers import NO_TRACKING, RATE, autoencoder, short_training, synthetic_data
 
 DIM = 12
 LEVELS = (8, 5, 5, 5)
-RATE = 8000
 
 
 @pytest.fixture(scope="module")
@@ -162,31 +161,11 @@ def tiny_spec(bottleneck: dict, name: str = "tiny_fsq") -> dict:
     return {
         "name": name,
         "seed": 1,
-        "data": {
-            "dataset": {"type": "synthetic", "train_examples": 4, "validation_examples": 2},
-            "sample_rate": RATE,
-            "channels": 1,
-            "segment_length": 2048,
-            "batch_size": 2,
-        },
-        "model": {
-            "type": "autoencoder",
-            "filterbank": {"type": "pqmf", "bands": 4},
-            "encoder": coder("conv_encoder"),
-            "bottleneck": bottleneck,
-            "decoder": coder("conv_decoder"),
-        },
+        "data": synthetic_data(),
+        "model": autoencoder(bottleneck),
         "losses": [{"type": "l1"}, {"type": "term", "name": "perplexity", "weight": 0}],
-        "training": {
-            "steps": 2,
-            "optimizer": {"type": "adam", "lr": 0.001},
-            "validate_every": 2,
-            "checkpoint_every": 2,
-            "log_every": 1,
-            "validation_batches": 1,
-            "validation_examples": 0,
-        },
-        "tracking": {"type": "none"},
+        "training": short_training(2, validate_every=2),
+        "tracking": NO_TRACKING,
     }
 
 

@@ -23,37 +23,17 @@ from lyra_core.runs.model import load_model
 from lyra_core.runs.rundir import spec_hash
 from lyra_core.training import train
 
-from .helpers import coder
+from .helpers import NO_TRACKING, RATE, autoencoder, coder, short_training, synthetic_data
 
-RATE = 8000
 TINY = {
     "name": "tiny_inference",
     "seed": 1,
-    "data": {
-        "dataset": {"type": "synthetic", "train_examples": 4, "validation_examples": 2},
-        "sample_rate": RATE,
-        "channels": 1,
-        "segment_length": 2048,
-        "batch_size": 2,
-    },
-    "model": {
-        "type": "autoencoder",
-        "filterbank": {"type": "pqmf", "bands": 4},
-        "encoder": {**coder("conv_encoder"), "weight_norm": True},
-        "bottleneck": {"type": "gaussian", "latent_dim": 4},
-        "decoder": coder("conv_decoder"),
-    },
+    "data": synthetic_data(),
+    "model": autoencoder({"type": "gaussian", "latent_dim": 4})
+    | {"encoder": {**coder("conv_encoder"), "weight_norm": True}},
     "losses": [{"type": "l1"}, {"type": "term", "name": "kl", "weight": 0.01}],
-    "training": {
-        "steps": 2,
-        "optimizer": {"type": "adam", "lr": 0.001},
-        "validate_every": 1000,
-        "checkpoint_every": 2,
-        "log_every": 1,
-        "validation_batches": 1,
-        "validation_examples": 0,
-    },
-    "tracking": {"type": "none"},
+    "training": short_training(2),
+    "tracking": NO_TRACKING,
 }
 
 

@@ -21,24 +21,13 @@ from lyra_core.runs.model import load_model, save_model
 from lyra_core.training import train
 from lyra_plugins.priors import WaveNetPrior
 
-from .helpers import coder
+from .helpers import NO_TRACKING, RATE, autoencoder, synthetic_data
 
-RATE = 8000
 CODEC = {
     "name": "tiny_codec",
     "seed": 1,
-    "data": {
-        "dataset": {"type": "synthetic", "train_examples": 4, "validation_examples": 2},
-        "sample_rate": RATE,
-        "segment_length": 2048,
-        "batch_size": 2,
-    },
-    "model": {
-        "type": "autoencoder",
-        "encoder": coder("conv_encoder"),
-        "bottleneck": {"type": "gaussian", "latent_dim": 4},
-        "decoder": coder("conv_decoder"),
-    },
+    "data": synthetic_data(),
+    "model": autoencoder({"type": "gaussian", "latent_dim": 4}, bands=None),
     "losses": [{"type": "l1"}],
     "training": {
         "steps": 1,
@@ -47,7 +36,7 @@ CODEC = {
         "validation_batches": 1,
         "validation_examples": 0,
     },
-    "tracking": {"type": "none"},
+    "tracking": NO_TRACKING,
 }
 pytestmark = pytest.mark.usefixtures("small_and_eager")
 

@@ -28,7 +28,7 @@ from lyra_core.training.data import Position, batch_stream
 from lyra_plugins.datasets import SyntheticSpec
 from lyra_plugins.datasets.shards import ShardsSpec, expand_braces, write_shards
 
-from .helpers import coder
+from .helpers import NO_TRACKING, autoencoder, short_training
 
 RATE, LENGTH = 8000, 1024
 CTX = BuildContext(sample_rate=RATE, channels=1, segment_length=LENGTH, seed=0)
@@ -36,23 +36,10 @@ REGISTRY = load_plugins(builtins_only=True).registry
 TINY = {
     "name": "tiny",
     "seed": 0,
-    "model": {
-        "type": "autoencoder",
-        "encoder": coder("conv_encoder"),
-        "bottleneck": {"type": "gaussian", "latent_dim": 4},
-        "decoder": coder("conv_decoder"),
-    },
+    "model": autoencoder({"type": "gaussian", "latent_dim": 4}, bands=None),
     "losses": [{"type": "l1"}],
-    "training": {
-        "steps": 4,
-        "optimizer": {"type": "adam", "lr": 0.001},
-        "validate_every": 1000,
-        "checkpoint_every": 2,
-        "log_every": 1,
-        "validation_batches": 1,
-        "validation_examples": 0,
-    },
-    "tracking": {"type": "none"},
+    "training": short_training(4, checkpoint_every=2),
+    "tracking": NO_TRACKING,
 }
 
 
