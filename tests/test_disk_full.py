@@ -15,12 +15,20 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
-from lyra_core.cli import main
+from lyra_core.cli import main, specs
+from lyra_core.context import BuildContext
 from lyra_core.errors import WriteError
+from lyra_core.explore.explorer import load_or_fit_sliders
+from lyra_core.loader import load_spec
+from lyra_core.plugins import load_plugins
 from lyra_core.runs.atomic import append_line, write_text
 from lyra_core.runs.checkpoint import load
+from lyra_core.runs.model import load_model, save_model
+from lyra_plugins.datasets import AudioFolderSpec
 
 from . import test_training
 from .helpers import coder
@@ -232,3 +240,82 @@ def test_lyra_run_on_a_filesystem_that_fills_up(tmp_path, capsys):
         records = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
         trained = [r["step"] for r in records if "train/loss" in r]
         assert trained == [1, 2, 3, 4]  # each step logged once
+
+
+# -- the writes of the other commands -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_run(tmp_path_factory) -> Path:
+    """The tiny spec's model, untrained, saved as a run the inference commands load."""
+    folder, plugins = tmp_path_factory.mktemp("model"), load_plugins()
+    spec = load_spec(str(write_spec(folder)), plugins.registry)
+    model = spec.model.build(spec.context(plugins.registry, "cpu"))
+    save_model(model, spec, plugins.registry, folder / "run", plugins.versions())
+    return folder / "run"
+
+
+def tone_file(folder: Path) -> Path:
+    path = folder / "tone.wav"
+    sf.write(path, 0.3 * np.sin(np.arange(4000) * 0.2), 8000)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("command", "name", "what"),
+    [
+        ("export", "model.ts", "the export"),
+        ("encode", "tone.npy", "an encoded file"),
+        ("reconstruct", "tone", "the audio"),
+    ],
+)
+def test_command_outputs_on_a_full_disk(
+    model_run, tmp_path, monkeypatch, capsys, command, name, what
+):
+    out = tmp_path / "out"
+    args = (
+        ["-o", str(out / name)]
+        if command == "export"
+        else ["-o", str(out), str(tone_file(tmp_path))]
+    )
+    fill_at(monkeypatch, name)
+    assert main([command, "--run", str(model_run), "--device", "cpu", *args]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: could not write {what} {out}")
+    assert "the disk is full" in line and line.endswith("free some space")
+    assert not [p for p in out.rglob("*") if p.is_file()]  # nothing half-written
+
+
+def test_the_audio_cache_on_a_full_disk(tmp_path, monkeypatch):
+    ctx = BuildContext(registry=load_plugins().registry, sample_rate=8000, segment_length=1024)
+    spec = AudioFolderSpec(paths=(str(tone_file(tmp_path)),), cache_dir=str(tmp_path / "cache"))
+    fill_at(monkeypatch, ".npy")
+    with pytest.raises(WriteError, match=r"could not write the audio cache .* disk is full") as e:
+        spec.build(ctx, "train")
+    assert "or choose another place with the dataset's cache_dir or $LYRA_CACHE_DIR" in str(e.value)
+    assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]  # no entry, no data
+
+
+def test_the_sliders_cache_on_a_full_disk(model_run, tmp_path, monkeypatch):
+    loaded = load_model(model_run, load_plugins(), device="cpu")
+    fill_at(monkeypatch, "sliders.pt")
+    with pytest.raises(WriteError, match=r"could not write the sliders' cache .* disk is full"):
+        load_or_fit_sliders(loaded, tmp_path / "sliders.pt", count=2, max_examples=2)
+    assert not list(tmp_path.iterdir())
+
+
+def test_any_command_meeting_a_read_only_filesystem_says_so_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    target = tmp_path / "schema.json"
+
+    def read_only(args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(target))
+
+    monkeypatch.setattr(specs, "schema", read_only)
+    assert main(["schema"]) == 2
+    line = error_line(capsys.readouterr().err)
+    assert (
+        line == f"error: could not write {target}: its filesystem is read-only; mount it "
+        "writable or write elsewhere"
+    )
