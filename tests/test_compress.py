@@ -194,3 +194,24 @@ def test_the_commands_write_decode_and_refuse_with_exit_2(runs, tmp_path, capsys
     args = ["encode", str(wav), "--run", run, "--bitstream", "--kbps", "0.01", "-o", "x"]
     assert main(args) == 2
     assert "give a higher --kbps" in capsys.readouterr().err
+
+
+def test_evaluate_reports_the_measured_rate_and_rd_sweeps_beside_opus(runs, tmp_path, capsys):
+    wav = tmp_path / "in.wav"
+    sf.write(wav, music(3.0)[0, 0].numpy(), RATE)
+    run = str(runs["latent"])
+    report = tmp_path / "r.json"
+    args = ["evaluate", str(wav), "--run", run, "--bitstream", "--no-visqol", "--json", str(report)]
+    assert main(args) == 0
+    measured = json.loads(report.read_text())["measured_bits_per_second"]
+    size = len(open_codec(load_model(run, load_plugins(), "cpu")).encode(music(3.0)))
+    assert measured == pytest.approx(size * 8 / 3.0, rel=1e-3)
+    assert "as .lyra files" in capsys.readouterr().out
+    assert (
+        main(["evaluate", str(wav), "--run", run, "--rd", str(tmp_path / "rd"), "--no-visqol"]) == 0
+    )
+    points = json.loads((tmp_path / "rd" / "rd.json").read_text())
+    rates = [p["kbps"] for p in points["model"]]
+    assert all(r <= p["target_kbps"] for r, p in zip(rates, points["model"], strict=True))
+    assert rates == sorted(rates) and len(points["opus"]) == 5
+    assert (tmp_path / "rd" / "rd.png").stat().st_size > 0

@@ -180,3 +180,39 @@ def audio_output(args: argparse.Namespace):  # -> lyra_core.inference.files.Audi
     from lyra_core.inference.files import AudioOutput
 
     return AudioOutput(f".{args.format}", args.bits, not args.no_dither, args.rate)
+
+
+def add_bitstream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bitstream",
+        action="store_true",
+        help="the latent quantized and entropy-coded as .lyra files (their measured bitrate)",
+    )
+    p.add_argument(
+        "--step",
+        type=bounded(float, 1e-3, 64.0),
+        help="grid step of a continuous latent, in its training standard deviations (default "
+        "0.2; smaller: closer and more bits)",
+    )
+    p.add_argument(
+        "--kbps", type=bounded(float, 1e-3, 1e6), help="the finest step whose file meets this rate"
+    )
+    p.add_argument(
+        "--entropy-model",
+        metavar="NAME",
+        help="factorized (default) or prior (a latent_prior run): lyra components entropy_model",
+    )
+    p.add_argument(
+        "--refit", action="store_true", help="fit the entropy model again (cached in RUN/compress)"
+    )
+
+
+def bitstream_codec(args: argparse.Namespace, loaded: Any) -> Any:
+    """The `.lyra` codec that --bitstream, --step, --kbps and --entropy-model ask for."""
+    from lyra_core.errors import LyraError
+    from lyra_core.inference.compress import DEFAULT_ENTROPY_MODEL, open_codec
+
+    if args.step is not None and args.kbps is not None:
+        raise LyraError("--step and --kbps both choose the operating point: give one")
+    name = args.entropy_model or DEFAULT_ENTROPY_MODEL
+    return open_codec(loaded, name, chunking(args), args.refit)

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from lyra_core.cli.common import (
+    add_bitstream_options,
     add_command,
     add_run_options,
+    bitstream_codec,
     chunking,
     loaded_model,
     output_dir,
@@ -38,15 +40,21 @@ def audio_paths(paths: list[str]) -> list[Path]:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from lyra_core.inference.evaluate import evaluate_files, format_report, write_json
+    from lyra_core.inference.evaluate import Coding, evaluate_files, format_report, write_json
     from lyra_core.runs.metrics import speech_available, visqol_available
 
     paths = audio_paths(args.paths)
     with_visqol = not args.no_visqol and visqol_available()
     if args.speech and not speech_available():
         raise LyraError("--speech: STOI and PESQ need the eval extra: pip install -e '.[eval]'")
+    if (args.step is not None or args.kbps is not None) and not args.bitstream:
+        raise LyraError("--step and --kbps choose how --bitstream codes: add it")
+    loaded = loaded_model(args)
+    codec = bitstream_codec(args, loaded) if args.bitstream or args.rd else None
+    if args.rd:
+        return rate_distortion(codec, paths, args, with_visqol)
     report = evaluate_files(
-        loaded_model(args),
+        loaded,
         paths,
         chunking(args),
         latent_bits=args.latent_bits,
@@ -54,6 +62,7 @@ def evaluate(args: argparse.Namespace) -> int:
         with_visqol=with_visqol,
         with_speech=args.speech,
         out_dir=Path(args.output) if args.output else None,
+        coding=Coding(codec, args.step, args.kbps) if codec is not None else None,
     )
     print(format_report(report))
     if not with_visqol and not args.no_visqol:
@@ -61,6 +70,17 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(report, Path(args.json))
         print(f"wrote {args.json}")
+    return 0
+
+
+def rate_distortion(codec: Any, paths: list[Path], args: argparse.Namespace, visqol: bool) -> int:
+    from lyra_core.inference import rate_distortion
+
+    points = rate_distortion.sweep(codec, paths, chunking(args), visqol)
+    print(rate_distortion.table(points))
+    title = f"{codec.loaded.name}: rate–distortion on {len(paths)} file(s)"
+    written = rate_distortion.write(points, Path(args.rd), title)
+    print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
@@ -86,6 +106,14 @@ def add_parsers(sub: Any) -> None:
         type=int,
         metavar="B",
         help="a continuous latent is sent at B bits per value (uniform, per dimension and file)",
+    )
+    add_bitstream_options(p)
+    p.add_argument(
+        "--rd",
+        metavar="DIR",
+        type=output_dir,
+        help="sweep the .lyra operating point (3 to 24 kbps) beside Opus (6 to 24 kbps): "
+        "DIR/rd.md, rd.json, rd.png",
     )
     p.add_argument("--no-visqol", action="store_true", help="skip ViSQOL (about 1 s per second)")
     p.add_argument(

@@ -10,9 +10,11 @@ from typing import Any
 
 from lyra_core.cli.common import (
     MAX_COUNT,
+    add_bitstream_options,
     add_command,
     add_run_options,
     audio_output,
+    bitstream_codec,
     bounded,
     chunking,
     count,
@@ -42,13 +44,9 @@ def encode_command(args: argparse.Namespace) -> int:
 
 
 def bitstream_command(args: argparse.Namespace) -> int:
-    from lyra_core.inference.compress import DEFAULT_ENTROPY_MODEL, open_codec
     from lyra_core.inference.files import encode_bitstreams
 
-    if args.step is not None and args.kbps is not None:
-        raise LyraError("--step and --kbps both choose the operating point: give one")
-    name = args.entropy_model or DEFAULT_ENTROPY_MODEL
-    codec = open_codec(loaded_model(args), name, chunking(args), args.refit)
+    codec = bitstream_codec(args, loaded_model(args))
     written = encode_bitstreams(codec, args.inputs, Path(args.output), args.step, args.kbps)
     for c in written:
         print(
@@ -172,7 +170,7 @@ def _add_file_commands(sub: Any) -> None:
     add_run_options(p, audio_out=False)
     p.add_argument("inputs", nargs="+", metavar="IN", help="audio files (any soundfile format)")
     _output_dir(p)
-    _add_bitstream_options(p)
+    add_bitstream_options(p)
     text = "latents (.npy), codes (.codes.npz) or .lyra files -> audio files"
     p = add_command(sub, "decode", decode_command, help=text)
     add_run_options(p)
@@ -188,31 +186,6 @@ def _add_file_commands(sub: Any) -> None:
     add_run_options(p)
     p.add_argument("inputs", nargs="+", metavar="IN")
     _output_dir(p)
-
-
-def _add_bitstream_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--bitstream",
-        action="store_true",
-        help="write compressed .lyra files: the latent quantized and entropy-coded",
-    )
-    p.add_argument(
-        "--step",
-        type=bounded(float, 1e-3, 64.0),
-        help="grid step of a continuous latent, in its training standard deviations (default "
-        "0.2; smaller: closer and more bits)",
-    )
-    p.add_argument(
-        "--kbps", type=bounded(float, 1e-3, 1e6), help="the finest step whose file meets this rate"
-    )
-    p.add_argument(
-        "--entropy-model",
-        metavar="NAME",
-        help="factorized (default) or prior (a latent_prior run): lyra components entropy_model",
-    )
-    p.add_argument(
-        "--refit", action="store_true", help="fit the entropy model again (cached in RUN/compress)"
-    )
 
 
 def _add_latent_commands(sub: Any) -> None:

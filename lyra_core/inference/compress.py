@@ -430,12 +430,15 @@ def step_for_kbps(codec: Codec, audio: torch.Tensor, kbps: float, name: str) -> 
         symbols = codec.grid.symbols(z, step)
         return len(codec.encode_symbols(symbols, audio.shape[-1], step)) * 8 / seconds / 1000
 
-    lo, hi = math.log(STEP_RANGE[0]), math.log(STEP_RANGE[1])
+    finest = max(STEP_RANGE[0], 2.02 * codec.grid.reach * MARGIN / MAX_SYMBOLS)
+    lo, hi = math.log(finest), math.log(STEP_RANGE[1])
     if rate(math.exp(hi)) > kbps:
         raise LyraError(
             f"--kbps {kbps:g}: {name} needs at least {rate(math.exp(hi)):.2f} kbps with this "
             f"model (at the coarsest step, {STEP_RANGE[1]:g}); give a higher --kbps"
         )
+    if rate(finest) <= kbps:
+        return codec.check_step(finest)
     for _ in range(24):
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if rate(math.exp(mid)) <= kbps else (mid, hi)

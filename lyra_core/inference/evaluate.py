@@ -36,6 +36,7 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.inference.baselines import Baseline, baselines_for, unavailable
+from lyra_core.inference.compress import Codec, step_for_kbps
 from lyra_core.runs.audio import read_audio_source, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
 from lyra_core.runs.metrics import distances, metrics
@@ -95,6 +96,24 @@ def quantize_uniform(z: torch.Tensor, bits: int) -> torch.Tensor:
     return lo + torch.round((z - lo) / step) * step
 
 
+@attrs.frozen
+class Coding:
+    """The model's latent sent as `.lyra` files: quantized at `step` (default: the run's
+    operating point) or at the finest step that meets `kbps`, entropy-coded by `codec`."""
+
+    codec: Codec
+    step: float | None = None
+    kbps: float | None = None
+
+    def roundtrip(self, audio: torch.Tensor, name: str) -> tuple[torch.Tensor, int]:
+        """The decoded audio of the file's `.lyra` bytes, and how many bytes they are."""
+        step = self.step
+        if self.kbps is not None:
+            step = step_for_kbps(self.codec, audio, self.kbps, name)
+        data = self.codec.encode(audio, step)
+        return self.codec.decode(data, name), len(data)
+
+
 @attrs.define
 class Row:
     system: str
@@ -107,6 +126,7 @@ class Row:
 class Report:
     transmission: Transmission
     rows: list[Row] = attrs.field(factory=list)
+    coded_bytes: int = 0  # of the model's `.lyra` files, headers included (when coded)
     notes: dict[str, str] = attrs.field(factory=dict)
     skipped: dict[str, str] = attrs.field(factory=dict)  # file -> why it could not be read
     converted: dict[str, str] = attrs.field(factory=dict)  # file -> its own rate and channels
@@ -128,9 +148,16 @@ class Report:
         audio = max(self.timing["audio"], 1e-9)
         return {"encode": self.timing["encode"] / audio, "decode": self.timing["decode"] / audio}
 
+    def measured_bits_per_second(self) -> float | None:
+        """The model's `.lyra` files' bytes × 8 over the audio's seconds (None: not coded)."""
+        if not self.coded_bytes:
+            return None
+        return self.coded_bytes * 8 / max(self.timing["audio"], 1e-9)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "transmission": attrs.asdict(self.transmission),
+            "measured_bits_per_second": self.measured_bits_per_second(),
             "real_time_factor": self.real_time_factors(),
             "systems": {
                 s: {
@@ -171,6 +198,20 @@ def _reconstruct(
     return recon, z
 
 
+def _reconstruct_coded(
+    coding: Coding, audio: torch.Tensor, path: Path, report: Report
+) -> tuple[torch.Tensor, float]:
+    """The `.lyra` round trip's audio and its measured bits per second (encode and decode
+    timed together, under encode)."""
+    start = time.perf_counter()
+    recon, size = coding.roundtrip(audio, str(path))
+    seconds = audio.shape[-1] / coding.codec.loaded.sample_rate
+    report.timing["encode"] += time.perf_counter() - start
+    report.timing["audio"] += seconds
+    report.coded_bytes += size
+    return recon, size * 8 / seconds
+
+
 def latent_likelihoods(loaded: LoadedModel, z: torch.Tensor) -> dict[str, float]:
     """For a run with a latent prior: the latent's negative log-likelihood under it and under
     the bottleneck's frame-wise prior, in nats per latent value."""
@@ -204,23 +245,33 @@ def evaluate_files(
     with_visqol: bool = False,
     with_speech: bool = False,
     out_dir: Path | None = None,
+    coding: Coding | None = None,
 ) -> Report:
+    """Score each file's reconstruction (its `.lyra` round trip with `coding`) and, with
+    baselines, the simple codecs at the model's (measured, when coded) bitrate."""
     if latent_bits is not None and not 1 <= latent_bits <= MAX_LATENT_BITS:
         raise LyraError(f"--latent-bits {latent_bits}: give 1 to {MAX_LATENT_BITS}")
+    if latent_bits is not None and coding is not None:
+        raise LyraError("--latent-bits counts fixed-width values; --bitstream codes them: give one")
     report = Report(transmission(loaded, latent_bits))
     score = Scoring(distances(loaded), loaded.sample_rate, with_visqol, with_speech)
     for path in paths:
-        audio = _read(loaded, path, report)
+        audio = read_scored(loaded, path, report)
         if audio is None:
             continue
-        recon, z = _reconstruct(loaded, audio, chunking, latent_bits, report)
+        bits = report.transmission.bits_per_second
+        if coding is None:
+            recon, z = _reconstruct(loaded, audio, chunking, latent_bits, report)
+        else:
+            recon, bits = _reconstruct_coded(coding, audio, path, report)
+            z = encode_audio(loaded, audio, chunking) if loaded.prior is not None else None
         scores = score(recon, audio)
-        if loaded.prior is not None:
+        if z is not None and loaded.prior is not None:
             scores |= latent_likelihoods(loaded, z)
-        report.rows.append(Row(MODEL, str(path), report.transmission.bits_per_second, scores))
+        report.rows.append(Row(MODEL, str(path), bits, scores))
         _write(out_dir, MODEL, path, recon[0].numpy(), loaded.sample_rate)
         if with_baselines:
-            _score_baselines(audio, path, score, report, out_dir)
+            _score_baselines(audio, path, score, report, out_dir, bits)
     if not report.rows:
         raise LyraError(
             f"none of the {len(paths)} file(s) could be read: {next(iter(report.skipped.values()))}"
@@ -230,7 +281,7 @@ def evaluate_files(
     return report
 
 
-def _read(loaded: LoadedModel, path: Path, report: Report) -> torch.Tensor | None:
+def read_scored(loaded: LoadedModel, path: Path, report: Report) -> torch.Tensor | None:
     """The file as the model hears it, [1, C, T]; None (and the reason noted) if unreadable."""
     try:
         audio, rate, channels = read_audio_source(path, loaded.sample_rate, loaded.channels)
@@ -248,19 +299,23 @@ def _format(rate: int, channels: int) -> str:
 
 
 def _score_baselines(
-    audio: torch.Tensor, path: Path, score: Scoring, report: Report, out_dir: Path | None
+    audio: torch.Tensor,
+    path: Path,
+    score: Scoring,
+    report: Report,
+    out_dir: Path | None,
+    bits_per_second: float,
 ) -> None:
     samples = audio[0].numpy()
-    for baseline in _baselines(samples, score.rate, report):
+    for baseline in _baselines(samples, score.rate, report, bits_per_second):
         decoded = torch.from_numpy(baseline.roundtrip(samples))[None]
         row = Row(baseline.name, str(path), baseline.bits_per_second, score(decoded, audio))
         report.rows.append(row)
         _write(out_dir, baseline.name, path, decoded[0].numpy(), score.rate)
 
 
-def _baselines(audio: np.ndarray, rate: int, report: Report) -> list[Baseline]:
-    t = report.transmission
-    found = baselines_for(audio, rate, t.bits_per_second, t.values_per_second)
+def _baselines(audio: np.ndarray, rate: int, report: Report, bits: float) -> list[Baseline]:
+    found = baselines_for(audio, rate, bits, report.transmission.values_per_second)
     report.notes |= {b.name: b.note for b in found}
     return found
 
@@ -289,6 +344,13 @@ def format_report(report: Report) -> str:
         f"\nthe model sends {t.precision}: {t.bits_per_second / 1000:.2f} kbps, "
         f"{t.values_per_second:.0f} values/s"
     )
+    measured = report.measured_bits_per_second()
+    if measured is not None:
+        lines.append(
+            f"as .lyra files: {measured / 1000:.2f} kbps measured ({report.coded_bytes:,} bytes, "
+            f"headers included; {measured / t.values_per_second:.2f} bits per value); the "
+            "encode real-time factor below is the whole round trip"
+        )
     lines.append(
         f"real-time factor on {torch.get_num_threads()} thread(s): "
         f"encode {rtf['encode']:.3f}, decode {rtf['decode']:.3f} (below 1: faster than real time)"
