@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
 EAGER_SNAKE = {"type": "snake", "implementation": "eager"}
 
 
@@ -57,3 +64,39 @@ def short_training(steps: int, **settings: object) -> dict:
         "validation_batches": 1,
         "validation_examples": 0,
     } | settings
+
+
+# What a fresh interpreter sees of an exported model: no site (so no .pth files and no editable
+# Lyra), no user paths, only torch's own site-packages directory, a working directory outside the
+# repository. `model` is the TorchScript file, `inputs` what the test saved, `lyra` whether Lyra
+# imports there; the script saves its results to sys.argv[4].
+FRESH_PREAMBLE = r"""
+import sys
+sys.path.append(sys.argv[1])
+import torch
+try:
+    import lyra_core
+    lyra = True
+except ImportError:
+    lyra = False
+model = torch.jit.load(sys.argv[2])
+inputs = torch.load(sys.argv[3])
+"""
+
+
+def consume(script: str, model_file: Path, inputs: object, tmp_path: Path) -> dict:
+    """What `script`, run after FRESH_PREAMBLE in a fresh interpreter, saved."""
+    torch.save(inputs, tmp_path / "in.pt")
+    site = str(Path(torch.__file__).parent.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LYRA"))}
+    files = [str(model_file), str(tmp_path / "in.pt"), str(tmp_path / "out.pt")]
+    done = subprocess.run(
+        [sys.executable, "-S", "-I", "-c", FRESH_PREAMBLE + script, site, *files],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return torch.load(tmp_path / "out.pt")

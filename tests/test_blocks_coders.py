@@ -251,33 +251,18 @@ def test_coders_with_attention_expose_its_window_as_frame_multiple():
 
 
 def test_depthwise_input_and_output_convs():
+    one_stage = {"base_channels": 4, "c_mults": (2,), "strides": (2,)}
     enc = spec(
-        "encoder",
-        "conv_encoder",
-        base_channels=4,
-        c_mults=(2,),
-        strides=(2,),
-        output_conv="depthwise",
-        output_kernel=7,
+        "encoder", "conv_encoder", **one_stage, output_conv="depthwise", output_kernel=7
     ).build(CTX, in_channels=1, out_channels=8)
     assert enc.output[-1].groups == 8 and enc.output[-1].kernel_size == (7,)
     with pytest.raises(BuildError, match="depthwise output conv keeps the width 8"):
-        spec(
-            "encoder",
-            "conv_encoder",
-            base_channels=4,
-            c_mults=(2,),
-            strides=(2,),
-            output_conv="depthwise",
-        ).build(CTX, in_channels=1, out_channels=6)
-    dec = spec(
-        "decoder",
-        "conv_decoder",
-        base_channels=4,
-        c_mults=(2,),
-        strides=(2,),
-        input_conv="depthwise",
-    ).build(CTX, in_channels=6, out_channels=1)
+        spec("encoder", "conv_encoder", **one_stage, output_conv="depthwise").build(
+            CTX, in_channels=1, out_channels=6
+        )
+    dec = spec("decoder", "conv_decoder", **one_stage, input_conv="depthwise").build(
+        CTX, in_channels=6, out_channels=1
+    )
     assert [(c.groups, c.kernel_size, c.out_channels) for c in dec.input_conv] == [
         (6, (7,), 6),
         (1, (1,), 8),

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,21 +17,12 @@ from lyra_core.loader import resolved, validate_data
 from lyra_core.plugins import load_plugins
 from lyra_core.runs import checkpoint
 from lyra_core.runs.model import load_model
+from tests.helpers import consume
 from tests.test_inference import TINY
 
-# Run in a fresh interpreter: no site (so no .pth files and no editable Lyra), no user paths,
-# only torch's own site-packages directory, and a working directory outside the repository.
+# Run in a fresh interpreter (tests/helpers.py: FRESH_PREAMBLE).
 CONSUMER = r"""
-import sys
-sys.path.append(sys.argv[1])
-import torch
-try:
-    import lyra_core
-    lyra = True
-except ImportError:
-    lyra = False
-model = torch.jit.load(sys.argv[2])
-x = torch.load(sys.argv[3])
+x = inputs
 with torch.no_grad():
     z = model.encode(x)
     out = {"z": z, "decoded": model.decode(z, x.shape[-1]), "forward": model(x),
@@ -68,39 +56,13 @@ def plugins():
     return load_plugins()
 
 
-def consume(model_file: Path, x: torch.Tensor, tmp_path: Path) -> dict:
-    torch.save(x, tmp_path / "x.pt")
-    site = str(Path(torch.__file__).parent.parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LYRA"))}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-S",
-            "-I",
-            "-c",
-            CONSUMER,
-            site,
-            str(model_file),
-            str(tmp_path / "x.pt"),
-            str(tmp_path / "out.pt"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return torch.load(tmp_path / "out.pt")
-
-
 def test_exported_torchscript_runs_without_lyra_and_matches(plugins, tmp_path):
     run = make_checkpoint(tmp_path / "run", TINY["model"], plugins)  # PQMF + weight norm
     target = tmp_path / "out" / "model.ts"
     assert main(["export", "--run", str(run), "-o", str(target), "--device", "cpu"]) == 0
     loaded = load_model(run, plugins, device="cpu")
     x = 0.1 * torch.randn(2, 1, 3001, generator=torch.Generator().manual_seed(5))
-    got = consume(target, x, tmp_path)
+    got = consume(CONSUMER, target, x, tmp_path)
     assert not bool(got["lyra_importable"]) and int(got["rate"]) == 8000
     with torch.no_grad():
         z = loaded.model.encode(x)[0]

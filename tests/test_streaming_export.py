@@ -4,9 +4,6 @@ with explicit state, each equal to Lyra's own stream and to the model's offline 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,27 +17,18 @@ from lyra_core.plugins import load_plugins
 from lyra_core.runs.model import load_model
 from lyra_core.runs.streaming import Stream, set_streaming
 
+from .helpers import consume
 from .test_export import make_checkpoint
 from .test_inference import TINY
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 SIZES = [1, 3, 2, 4, 1, 5]  # chunk lengths, in hops
 
-# A fresh interpreter without site (no editable Lyra), only torch's site-packages on the path.
-# It streams chunks through `forward`, restarts, runs nn~'s registration test of each method
-# (zeros [1, in_channels, 8192 / in_ratio] -> [1, out_channels, 8192 / out_ratio]) and reads the
-# attributes nn~ reads.
+# In a fresh interpreter (tests/helpers.py: FRESH_PREAMBLE), it streams chunks through
+# `forward`, restarts, runs nn~'s registration test of each method (zeros [1, in_channels,
+# 8192 / in_ratio] -> [1, out_channels, 8192 / out_ratio]) and reads the attributes nn~ reads.
 CONSUMER = r"""
-import sys
-sys.path.append(sys.argv[1])
-import torch
-try:
-    import lyra_core
-    lyra = True
-except ImportError:
-    lyra = False
-model = torch.jit.load(sys.argv[2])
-x, sizes = torch.load(sys.argv[3])
+x, sizes = inputs
 out = {"lyra_importable": lyra, "methods": model.get_methods(),
        "attributes": model.get_attributes()}
 with torch.no_grad():
@@ -126,28 +114,11 @@ def offline(loaded, x: torch.Tensor) -> torch.Tensor:
         return loaded.model.decode(loaded.model.encode(x)[0])
 
 
-def consume(model_file: Path, x: torch.Tensor, sizes: list[int], tmp_path: Path) -> dict:
-    torch.save((x, sizes), tmp_path / "x.pt")
-    site = str(Path(torch.__file__).parent.parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LYRA"))}
-    argv = [sys.executable, "-S", "-I", "-c", CONSUMER, site, str(model_file)]
-    done = subprocess.run(
-        [*argv, str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return torch.load(tmp_path / "out.pt")
-
-
 def test_streaming_torchscript_runs_without_lyra_and_equals_the_stream(loaded, exported, tmp_path):
     hop = loaded.hop_length
     sizes = [hop * s for s in SIZES]
     x = 0.1 * torch.randn(1, 1, sum(sizes), generator=torch.Generator().manual_seed(3))
-    got = consume(exported, x, sizes, tmp_path)
+    got = consume(CONSUMER, exported, (x, sizes), tmp_path)
     assert not got["lyra_importable"]
     want = lyra_stream(loaded, x, sizes)
     assert got["streamed"].shape == want.shape == x.shape
@@ -161,7 +132,7 @@ def test_streaming_torchscript_runs_without_lyra_and_equals_the_stream(loaded, e
 
 def test_streaming_torchscript_carries_what_nn_tilde_reads(loaded, exported, tmp_path):
     hop, d, rate = loaded.hop_length, loaded.latent_channels, loaded.sample_rate
-    got = consume(exported, torch.zeros(1, 1, hop), [hop], tmp_path)
+    got = consume(CONSUMER, exported, (torch.zeros(1, 1, hop), [hop]), tmp_path)
     assert got["methods"] == ["encode", "decode", "forward"] and got["attributes"] == []
     assert got["encode"]["params"] == [1, 1, d, hop] and got["encode"]["shape"] == [
         1,
