@@ -23,19 +23,15 @@ from torch import nn
 
 from lyra_core import BuildContext, LyraError, param
 from lyra_core.interfaces import Bottleneck
-from lyra_core.validators import MAX_CHANNELS, positive, size
+from lyra_core.validators import MAX_CHANNELS, positive, positive_ints, size
 
 from . import LatentBottleneck
 
 LIKELIHOOD_BOUND = 1e-9
 TAIL = 1e-9  # the probability each tail may leave outside `support`
 MAX_SUPPORT = 1 << 16  # integers per channel that `pmf` tabulates at most
-MAX_WIDTH = 64
-
-
-def _widths(_: object, a: attrs.Attribute, value: tuple[int, ...]) -> None:
-    if not value or not all(1 <= w <= MAX_WIDTH for w in value):
-        raise ValueError(f"{a.name} must list 1 or more widths from 1 to {MAX_WIDTH}, got {value}")
+MAX_WIDTH = 64  # hidden width of a density network
+MAX_DEPTH = 16  # its hidden layers
 
 
 class FactorizedDensity(nn.Module):
@@ -185,7 +181,7 @@ class EntropyBottleneckSpec:
     widths: tuple[int, ...] = param(
         (3, 3, 3),
         doc="hidden widths of each channel's density network (Ballé et al. 2017: 3, 3, 3)",
-        validator=_widths,
+        validator=positive_ints(MAX_WIDTH, max_items=MAX_DEPTH),
     )
     init_scale: float = param(
         10.0, doc="the initial density spreads over about ±init_scale", validator=positive
