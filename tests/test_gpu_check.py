@@ -56,10 +56,48 @@ def test_every_benchmark_takes_its_overrides(registry):
         assert spec.training.compile == part.args["compile"] and spec.data.batch_size == batch
 
 
-def test_the_gpu_budget_fits_the_issue_s_eight_minutes():
+def test_the_gpu_budget_fits_seven_minutes_on_either_card():
     check = gpu_check()
-    assert check.BUDGET_S + 30 <= 8 * 60  # the wheels' install and the report included
+    assert check.BUDGET_S + 20 <= 7 * 60  # the environment and the report included
     assert all(p.limit <= check.BUDGET_S for p in check.PARTS)
+    # On an H200 the parts before the training fit with the install's minute; a card of
+    # slower pace stretches their limits and loses the tail, never the budget.
+    first = check.PARTS[: [p.name for p in check.PARTS].index("train")]
+    assert sum(p.limit for p in first) + 60 <= check.BUDGET_S
+    assert {p.name for p in first} >= {"tests", "bench", "snake", "torchrun"}
+
+
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H200", "H200 SXM")],
+)
+def test_a_known_card_is_found_by_its_device_name(name, label):
+    check = gpu_check()
+    card = check.card_for(name)
+    assert card is not None and card.label == label
+    assert 700 < card.bf16_tflops < 989  # measured, under NVIDIA's dense bf16 datasheet figure
+    result = {"share_of_peak": 0.25, "card": card.label, "peak_tflops": card.bf16_tflops}
+    assert check.share_text(result) == f"25.0% of the {label}'s {card.bf16_tflops:g} bf16"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["NVIDIA A100-SXM4-80GB", "NVIDIA H100 PCIe", "NVIDIA H200 NVL", "NVIDIA GeForce RTX 4090"],
+)
+def test_an_unknown_card_gets_no_share_of_a_peak(name):
+    check = gpu_check()
+    assert check.card_for(name) is None
+    assert check.share_text({"share_of_peak": None}) == "no measured peak for this device"
+
+
+def test_only_runs_the_parts_named(tmp_path):
+    check = gpu_check()
+    cfg = check.Config(False, tmp_path, tmp_path, 10.0, only=("tests", "bench lyracodec_vae"))
+    ran = [check.label(p) for p in check.PARTS if check.skip_reason(cfg, p, set()) is None]
+    assert ran == ["tests", "bench lyracodec_vae"]
+    with pytest.raises(SystemExit) as exc:
+        check.main(["--dry-run", "--only", "tests,bnech"])
+    assert exc.value.code == 2
 
 
 def test_without_wheels_the_install_is_skipped_not_failed(tmp_path, monkeypatch):
@@ -86,7 +124,7 @@ def test_dry_run_installs_collects_trains_and_writes_the_report(tmp_path):
         [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=400,
         cwd=tmp_path,
     )
     report = json.loads((out / "report.json").read_text())
@@ -101,7 +139,12 @@ def test_dry_run_installs_collects_trains_and_writes_the_report(tmp_path):
     assert all("needs a CUDA GPU" in c["message"] for c in parts["tests"]["cases"])
     for name in ("snake", "bench lyracodec_vae", "train", "torchrun"):
         assert parts[name]["status"] == "ok", name
-    assert parts["bench lyracodec_vae"]["steps_per_s"] > 0
+    bench = parts["bench lyracodec_vae"]
+    assert bench["steps_per_s"] > 0 and bench["share_of_peak"] is None  # no GPU, no peak
+    kernels = bench["top_kernels"]  # listed when the share is unknown or under 30%
+    assert kernels and all(k["ms"] > 0 for k in kernels) and sum(k["share"] for k in kernels) <= 1
+    assert report["env"]["card"] is None and report["env"]["device"] == "no CUDA device"
     assert any(k.startswith("val/") for k in parts["train"])
     markdown = (out / "report.md").read_text()
     assert markdown.startswith("# Lyra GPU check: dry run") and "| torchrun | ok |" in markdown
+    assert "## bench lyracodec_vae: top kernels of one step" in markdown
