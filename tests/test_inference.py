@@ -107,6 +107,15 @@ def test_loads_by_mlflow_run_id(run_dir, plugins, tmp_path):
         load_model("0" * 32, plugins, device="cpu", tracking_uri=uri)
 
 
+def test_a_run_id_is_the_default_trackers_to_resolve(tmp_path):
+    """Without the tracker that knows run ids, a run id is just a path that does not exist."""
+    plugins = load_plugins(disabled={"trackers"})
+    with pytest.raises(LyraError, match="nor a run id of the 'mlflow' tracker"):
+        load_model("0" * 32, plugins, device="cpu")
+    with pytest.raises(LyraError, match="no such run directory"):
+        load_model(str(tmp_path / "missing"), load_plugins(), device="cpu")
+
+
 def test_a_missing_plugin_is_named_with_its_distribution(run_dir, plugins, tmp_path):
     state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
     spec = json.loads(state["spec"])
