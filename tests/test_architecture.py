@@ -4,8 +4,9 @@
 - the run services (`lyra_core.runs`) import the kernel and each other only;
 - the applications (`training`, `inference`, `explore`, `corpus`) import the kernel and the run
   services, never each other; the command line (`cli`) is the one front that imports them all;
-- a component (`plugins/`) imports the kernel, a run service only where `COMPONENT_SERVICES` says
-  why, and never an application or the command line;
+- a component (`plugins/`) imports the kernel; a run service only where `COMPONENT_SERVICES`
+  states why; never an application (`training`, `inference`, `explore`, `corpus`) or the command
+  line: what two of them share goes down to the kernel or a run service;
 - benchmarks and tools use the library, not the command line's modules;
 - the core never imports the built-in plugins, nor MLflow (the `mlflow` tracker's library), and
   importing a module registers nothing;
@@ -34,7 +35,7 @@ COMPONENT_SERVICES = {
     ("datasets", "lyra_core.runs.atomic"): "a cache or shard is written whole or not at all",
     ("datasets", "lyra_core.runs.audio"): "files are read with inference's channels and rate",
     ("priors", "lyra_core.runs.model"): "model `latent_prior` is built on a trained codec run",
-    ("priors", "lyra_core.runs.checkpoint"): "... whose checkpoint it reads",
+    ("priors", "lyra_core.runs.checkpoint"): "it reads that run's checkpoint",
 }
 
 
