@@ -30,6 +30,7 @@ from lyra_core.cli import (
     explore,
     inference,
     reference,
+    report,
     run,
     specs,
     summary,
@@ -51,6 +52,7 @@ COMMAND_MODULES = (
     transfer,
     evaluate,
     explore,
+    report,
     bench,
     reference,
 )

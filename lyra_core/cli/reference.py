@@ -190,6 +190,7 @@ def _command(parser: argparse.ArgumentParser, help_text: str) -> list[str]:
         a
         for a in parser._actions
         if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)
+        and a.help != argparse.SUPPRESS  # hidden from --help, so from the reference too
     ]
     if actions:
         lines += ["| argument | value | default | description |", "|---|---|---|---|"]
