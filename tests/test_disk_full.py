@@ -152,12 +152,25 @@ def test_a_failed_start_leaves_no_run_directory(tmp_path, capsys):
     assert load(run / "checkpoints" / "last.pt")["step"] == 1
 
 
-def test_run_records_that_cannot_be_written_leave_nothing(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("name", "what", "then"),
+    [
+        ("versions.json", "the run's records", ""),
+        ("metrics.jsonl", "the metrics", "start the run again"),
+    ],
+)
+def test_a_write_that_fails_before_the_first_step_leaves_nothing(
+    tmp_path, monkeypatch, capsys, name, what, then
+):
+    """A record at the start, or the metrics of the first validation (the run saves no checkpoint
+    of a step it did not train)."""
     spec, run = write_spec(tmp_path), tmp_path / "run"
-    fill_at(monkeypatch, "versions.json")
+    fill_at(monkeypatch, name)
     code, err = lyra_run(capsys, str(spec), "--run-dir", str(run))
     assert code == 2
-    assert error_line(err).startswith(f"error: could not write the run's records {run}")
+    line = error_line(err)
+    assert line.startswith(f"error: could not write {what} {run}")
+    assert line.endswith("free some space" + (f", then {then}" if then else ""))
     assert not run.exists()
 
 

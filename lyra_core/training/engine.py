@@ -331,9 +331,9 @@ class Trainer:
         if exc.path.parent != self.dir.checkpoints and self.saved != self.step and self.step:
             with contextlib.suppress(WriteError):
                 self.save()
-        if self.saved is None:
-            left = f" ({self.dir.path} holds none: remove it)" if self.step else ""
-            return exc.about(then=f"start the run again; no checkpoint was saved{left}")
+        if self.saved is None:  # before its first step, the run leaves no directory behind
+            left = f"remove {self.dir.path} (it holds no checkpoint) and " if self.step else ""
+            return exc.about(then=f"{left}start the run again")
         return exc.about(
             then=f"resume from step {self.saved} ({self.dir.last}) with: "
             f"lyra run --resume {self.dir.path}"
