@@ -37,6 +37,7 @@ import torch
 from lyra_core.errors import LyraError
 from lyra_core.inference.baselines import Baseline, baselines_for, unavailable
 from lyra_core.inference.compress import Codec, step_for_kbps
+from lyra_core.runs.atomic import write_text
 from lyra_core.runs.audio import read_audio_source, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
 from lyra_core.runs.metrics import distances, metrics
@@ -373,5 +374,4 @@ def _line(system: str, label: str, width: int, kbps: float, values: dict, names:
 
 
 def write_json(report: Report, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    write_text(path, json.dumps(report.to_json(), indent=2) + "\n", "the report")
