@@ -64,11 +64,13 @@ def free_bytes(path: Path) -> int:
 
 def size_text(n: float) -> str:
     """Bytes as a person reads them: `512 B`, `3.2 MiB`, `1.5 GiB`."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    raise AssertionError("unreachable")
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def _folder(target: Path) -> Path:
