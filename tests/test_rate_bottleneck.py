@@ -101,6 +101,16 @@ def test_eval_rounds_and_its_rate_is_the_bits_of_the_integers():
     assert EntropyBottleneck.integer_latent
 
 
+def test_the_step_scales_the_integers_to_the_encoders_units():
+    b = bottleneck().eval()
+    b.step = 0.25
+    h = torch.randn(2, 3, 50)
+    z, _ = b.encode(h)
+    assert torch.equal(z, torch.round(h / 0.25))
+    torch.testing.assert_close(b.decoder_input(z, 50), 0.25 * torch.round(h / 0.25))
+    assert (b.decoder_input(z, 50) - h).abs().max() <= 0.125 + 1e-6
+
+
 def test_training_adds_uniform_noise_of_width_one():
     b = bottleneck().train()
     h = 4 * torch.randn(4, 3, 2000)

@@ -4,7 +4,8 @@ As in learned compression (Ballé et al. 2017, "End-to-end optimized image compr
 latent y is sent as integers round(y), and each channel has a learned density p whose
 −log2 p(round(y)) is what an entropy coder spends on it. Training relaxes rounding with additive
 uniform noise, y + U(−½, ½), and reports the rate under the density as the term `"rate"` (bits per
-latent value), so a spec weights it with a `term` loss and chooses its operating point.
+latent value), so a spec weights it with a `term` loss and chooses its operating point. The
+integers are in units of `step` of the encoder's output: y = h / step, and the decoder gets step·z.
 
 The density is factorized (one per channel): a learned monotone CDF c = sigmoid ∘ f_K ∘ … ∘ f_1,
 each f_k(x) = g_k(softplus(H_k)·x + b_k) with g_k(x) = x + tanh(a_k)·tanh(x) (no g on the last
@@ -108,9 +109,12 @@ class EntropyBottleneck(LatentBottleneck):
     name = "entropy_bottleneck"
     integer_latent = True  # the latent sent is on the integer grid: an entropy coder's symbols
 
-    def __init__(self, latent_dim: int, widths: tuple[int, ...], init_scale: float) -> None:
+    def __init__(
+        self, latent_dim: int, widths: tuple[int, ...], init_scale: float, step: float = 1.0
+    ) -> None:
         super().__init__(latent_dim, latent_dim)
         self.density = FactorizedDensity(latent_dim, widths, init_scale)
+        self.step = step  # one integer of the latent in the encoder's output units
 
     def bits(self, z: torch.Tensor) -> torch.Tensor:
         """−log2 of each value's likelihood, [B, D, T] as `z`."""
@@ -122,10 +126,14 @@ class EntropyBottleneck(LatentBottleneck):
         self.check_features(h)
         h, precision = self.own_precision(h)
         with precision:
+            h = h / self.step
             # training: the noise that relaxes rounding; eval: round(h), the identity's gradient
             step = torch.rand_like(h) - 0.5 if self.training else (torch.round(h) - h).detach()
             z = h + step
             return z, {"rate": self.bits(z).mean()}
+
+    def decoder_input(self, z: torch.Tensor, frames: int) -> torch.Tensor:
+        return super().decoder_input(z, frames) * self.step
 
     def sample_prior(
         self,
@@ -170,7 +178,8 @@ class EntropyBottleneckSpec:
     Training adds U(−½, ½) noise instead of rounding and reports the term `rate`, bits per latent
     value under the learned density; weight it with `{"type": "term", "name": "rate", "weight":
     λ}` (a larger λ: fewer bits, more distortion). Bits per second = rate × latent_dim × frames
-    per second. The eval latent is round(y) itself, integers an entropy coder codes with step 1.
+    per second. The eval latent is round(h / step) itself, integers an entropy coder codes with
+    step 1 (no offset); `sample_prior` draws such integers from the learned probabilities.
     """
 
     latent_dim: int = param(
@@ -186,6 +195,12 @@ class EntropyBottleneckSpec:
     init_scale: float = param(
         10.0, doc="the initial density spreads over about ±init_scale", validator=positive
     )
+    step: float = param(
+        1.0,
+        doc="the quantization step in the encoder's output units: the latent is round(h / step) "
+        "and the decoder receives step · latent (a smaller step starts training at more bits)",
+        validator=positive,
+    )
 
     def build(self, ctx: BuildContext) -> Bottleneck:
-        return EntropyBottleneck(self.latent_dim, tuple(self.widths), self.init_scale)
+        return EntropyBottleneck(self.latent_dim, tuple(self.widths), self.init_scale, self.step)
