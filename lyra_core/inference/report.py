@@ -217,8 +217,11 @@ body { font: 15px/1.5 system-ui, sans-serif; color: #222; margin: 2em auto; max-
 table { border-collapse: collapse; margin: .5em 0 2em; }
 th, td { padding: .3em .6em; border-bottom: 1px solid #ddd; text-align: left; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-audio { width: 250px; }
+audio { width: 260px; }
 img { display: block; }
+table.file td { vertical-align: top; }
+table.scores { margin: .4em 0 0; font-size: 13px; }
+table.scores td { border: 0; padding: .05em .6em .05em 0; }
 .note { color: #555; }
 </style>
 </head>
@@ -263,7 +266,7 @@ def about(codec: Codec, step: float | None, kbps: float | None) -> str:
         point = f"each at the finest grid step that meets {kbps:g} kbps"
     else:
         point = f"at grid step {codec.default_step if step is None else step:g}"
-    opus = " ".join(unavailable()) or (
+    opus = " ".join(n for n in unavailable() if n.startswith("OPUS")) or (
         "Opus: libopus through libsndfile at the level whose bitrate is nearest the model's "
         "(its Ogg headers left out; libopus goes no lower than about 6 kbps)."
     )
@@ -272,7 +275,8 @@ def about(codec: Codec, step: float | None, kbps: float | None) -> str:
         f"{loaded.sample_rate} Hz, {channels}), its latent sent as .lyra files {point}, coded "
         f"with the '{html.escape(codec.name)}' entropy model.",
         "Per file: the original as the model hears it; the model, decoded from its .lyra file "
-        "(kbps: the file's bytes × 8 / seconds, header included); " + html.escape(opus),
+        "(kbps: the file's bytes × 8 / seconds, header included); "
+        + html.escape(opus, quote=False),
         "Audio is 16-bit FLAC at the model's sample rate; the spectrograms share one colour "
         f"scale ({DECIBELS[0]:g} to {DECIBELS[1]:g} dB). Metrics are those of lyra evaluate, "
         "against the original (↓: lower is better, ↑: higher is better).",
@@ -284,8 +288,8 @@ def metric_names(items: list[Listening]) -> list[str]:
     return list(next((v.metrics for i in items for v in i.versions if v.metrics), {}))
 
 
-def header(first: str, names: list[str], extra: Sequence[str] = ()) -> str:
-    cells = [first, *extra, "kbps", *(LABELS.get(n, n) for n in names)]
+def header(names: list[str]) -> str:
+    cells = ["system", "kbps", *(LABELS.get(n, n) for n in names)]
     return "<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>"
 
 
@@ -298,7 +302,7 @@ def number(value: float | None, digits: int = 3) -> str:
 def summary(items: list[Listening]) -> str:
     """Per system: kbps over all the audio (bytes over seconds) and each metric's mean."""
     names = metric_names(items)
-    rows = [header("system", names)]
+    rows = [header(names)]
     seconds = sum(i.seconds for i in items)
     for system in dict.fromkeys(v.system for i in items for v in i.versions):
         found = [(i, v) for i in items for v in i.versions if v.system == system]
@@ -318,26 +322,33 @@ def mean(values: Iterable[float | None]) -> float | None:
 
 
 def file_section(item: Listening) -> str:
-    names = metric_names([item])
+    """The file's versions, a row each: name and kbps; player and metrics; spectrogram."""
     folder = quote(item.folder)
     lyra = f"{folder}/{quote(item.folder)}.lyra"
     step = "" if item.step is None else f" at grid step {item.step:.4g}"
-    rows = [header("version", names, ("listen", "spectrogram"))]
+    width, height = SPECTROGRAM
+    rows = []
     for v in item.versions:
-        width, height = SPECTROGRAM
         label = html.escape(f"{v.system}, {item.source.name}")
+        kbps = "" if v.kbps is None else f"<br>{v.kbps:.2f} kbps"
         rows.append(
-            f"<tr><td>{v.system}</td>"
+            f"<tr><td><b>{v.system}</b>{kbps}</td>"
             f'<td><audio controls preload="metadata" src="{folder}/{v.system}.flac" '
-            f'aria-label="{label}"></audio></td>'
+            f'aria-label="{label}"></audio>{scores(v.metrics)}</td>'
             f'<td><img src="{folder}/{v.system}.png" width="{width}" height="{height}" '
-            f'alt="spectrogram: {label}"></td>'
-            + number(v.kbps, 2)
-            + "".join(number(v.metrics.get(n)) for n in names)
-            + "</tr>"
+            f'alt="spectrogram: {label}"></td></tr>'
         )
     return (
         f"<h2>{html.escape(item.source.name)}</h2>\n"
         f'<p>{item.seconds:.2f} s; <a href="{lyra}">its .lyra file</a>: '
-        f"{item.lyra_bytes:,} bytes{step}.</p>\n<table>\n" + "\n".join(rows) + "\n</table>"
+        f"{item.lyra_bytes:,} bytes{step}.</p>\n"
+        '<table class="file">\n' + "\n".join(rows) + "\n</table>"
     )
+
+
+def scores(metrics: dict[str, float]) -> str:
+    """A version's metrics as a small table under its player."""
+    rows = [
+        f"<tr><td>{html.escape(LABELS.get(n, n))}</td>{number(v)}</tr>" for n, v in metrics.items()
+    ]
+    return '<table class="scores">' + "".join(rows) + "</table>" if rows else ""
