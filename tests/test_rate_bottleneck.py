@@ -171,6 +171,9 @@ def test_prior_samples_follow_the_learned_probabilities():
     assert torch.equal(mode[0, :, 0], mode[0, :, 2])
     again = b.sample_prior(4, 5000, generator=torch.Generator().manual_seed(0))
     assert torch.equal(z, again)
+    cold = b.sample_prior(1, 200, temperature=0.01, generator=g)  # p^100: only the likeliest
+    p = table.gather(1, (cold[0] - first[0]).long())
+    assert (p >= 0.9 * table.max(1, keepdim=True).values).all()
 
 
 def test_prior_nll_is_the_rate_in_nats():

@@ -128,8 +128,8 @@ class EntropyBottleneck(LatentBottleneck):
         with precision:
             h = h / self.step
             # training: the noise that relaxes rounding; eval: round(h), the identity's gradient
-            step = torch.rand_like(h) - 0.5 if self.training else (torch.round(h) - h).detach()
-            z = h + step
+            delta = torch.rand_like(h) - 0.5 if self.training else (torch.round(h) - h).detach()
+            z = h + delta
             return z, {"rate": self.bits(z).mean()}
 
     def decoder_input(self, z: torch.Tensor, frames: int) -> torch.Tensor:
@@ -153,7 +153,8 @@ class EntropyBottleneck(LatentBottleneck):
         if temperature == 0:
             index = p.argmax(1, keepdim=True).expand(-1, batch * frames)
         else:
-            p = torch.where(p > 0, (p.log() / temperature).exp(), 0.0)
+            scaled = p.log() / temperature  # -inf past a channel's support
+            p = (scaled - scaled.max(1, keepdim=True).values).exp()
             cdf = p.cumsum(1) / p.sum(1, keepdim=True)
             u = torch.rand(p.shape[0], batch * frames, generator=generator, device=p.device)
             index = torch.searchsorted(cdf, u).clamp_max(p.shape[1] - 1)  # invert the CDF
