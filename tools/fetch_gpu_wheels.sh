@@ -8,7 +8,11 @@
 # constriction is Lyra's entropy coder; visqol-python and pystoi are the eval extra's, whose
 # C extensions pesq and libsvm-official (visqol's) have no wheels on PyPI: they travel as
 # source distributions in DIR/sdist/, which the check builds there (cython, numpy and a compiler
-# are on the machine). torch is not carried: the machine's 2.11 is within Lyra's range.
+# are on the machine). descript-audio-codec (dac) and snac are the packages the check compares
+# Lyra's reference generators with; of descript-audiotools' requirements it carries what
+# `dac.model` imports (argbind and randomname as sdists: PyPI has no wheels of them), not
+# librosa, IPython, pyloudnorm, torch-stoi or markdown2, which it never imports.
+# torch is not carried: the machine's 2.11 is within Lyra's range.
 # Usage: tools/fetch_gpu_wheels.sh [DIR]     (then `make gpu-check` there, or see docs/gpus.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +23,15 @@ WHEELS=(
     cattrs==26.2.1
     cffi==2.1.1
     constriction==0.5.0
+    descript-audio-codec==1.0.0
+    descript-audiotools==0.7.2
+    docstring-parser==0.18.0
+    ffmpy==1.0.0
+    flatten-dict==0.5.0
+    importlib-resources==7.1.0
     jsonschema==4.26.0
     jsonschema-specifications==2025.9.1
+    julius==0.2.8
     pluggy==1.7.0
     pycparser==3.12
     pystoi==0.4.1
@@ -32,8 +43,10 @@ WHEELS=(
     visqol-python==3.8.0
 )
 SDISTS=(
+    argbind==0.3.9
     libsvm-official==3.37.0
     pesq==0.0.4
+    randomname==0.2.1
 )
 PLATFORMS=()
 for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \

@@ -44,7 +44,7 @@ WHEELS = ROOT / ".whl"
 SDISTS = WHEELS / "sdist"  # built there: C extensions with no wheel on PyPI
 EXPERIMENTS = ROOT / "experiments"
 BUDGET_S = 400.0  # the whole check on the GPU: 7 minutes, its start-up and report included
-DRY_BUDGET_S = 200.0  # about a minute on an idle 2-core CPU; the limits leave room for a busy one
+DRY_BUDGET_S = 240.0  # about a minute on an idle 2-core CPU; the limits leave room for a busy one
 TOP_KERNELS_UNDER = 0.3  # a benchmark's top kernels are listed below this share of the peak
 
 
@@ -77,9 +77,11 @@ def card_for(name: str) -> Card | None:
 # check's specs track with `none`, and Lyra imports mlflow only inside the mlflow tracker.
 ON_GPU_MACHINE = {
     "torch", "torchaudio", "numpy", "scipy", "matplotlib", "triton", "einops", "huggingface-hub",
-    "pytest", "pytest-benchmark", "packaging", "setuptools",
+    "pytest", "pytest-benchmark", "packaging", "setuptools", "protobuf", "rich", "tensorboard",
+    "tqdm", "pillow",
 }  # fmt: skip
-NOT_CARRIED = {"mlflow"}
+# Not carried: mlflow, and descript-audiotools' requirements that `dac.model` never imports.
+NOT_CARRIED = {"mlflow", "librosa", "ipython", "pyloudnorm", "torch-stoi", "markdown2", "fire"}
 EXTRA = "eval"  # the optional dependencies carried too (`lyra evaluate`'s speech metrics, ViSQOL)
 PIP = ["-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir"]
 CROSS = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp"] + [
@@ -126,9 +128,10 @@ PARTS = [
     Part("tests", 150, 50),
     Part("bench", 50, 45, {"spec": "lyracodec_vae.json", "compile": False}),
     Part("snake", 20, 30),
+    Part("reference", 60, 60),
+    Part("torchrun", 35, 45),
     Part("bench", 45, 20, {"spec": "reference/dac_44khz.json", "compile": False}),
     Part("bench", 35, 20, {"spec": "reference/snac_24khz.json", "compile": False}),
-    Part("torchrun", 40, 45),
     Part("train", 60, 40, {"spec": "snake_pqmf.json", "minutes": 0.5}),
     Part("bench", 90, 20, {"spec": "lyracodec_vae.json", "compile": True}),
     Part("bench", 60, 20, {"spec": "reference/snac_24khz.json", "compile": True}),
@@ -332,6 +335,7 @@ IMPORT_CHECK = """
 import json, sys
 import cattrs, jsonschema, soundfile, torch, torchaudio
 import constriction, pesq, pystoi, visqol  # entropy coding; the eval extra
+import dac.model, snac  # the reference packages Lyra's generators are compared with
 import lyra_core, lyra_core.training, lyra_core.loader, lyra_core.inference.evaluate
 from lyra_core.plugins import load_plugins
 plugins = load_plugins()
@@ -626,6 +630,77 @@ def top_flops(counter: Any) -> dict[str, float]:
     return {str(op): round(n / 1e12, 3) for op, n in ranked}
 
 
+# -- Lyra's reference generators against the packages ------------------------------------------
+
+
+REFERENCE_TOLERANCE = 1e-3  # ‖lyra − package‖ / ‖package‖: float32 with TF32 convs on both
+
+
+def reference_part(work: Path, dry_run: bool) -> dict[str, Any]:
+    """Lyra's SNAC and DAC generators and the packages' (`snac`, `dac`), the same random weights
+    (benchmarks/bench_reference.py's pairs): encoder and decoder outputs compared, and one
+    training step's forward + backward timed for each on 1 s of audio (dry run: SNAC 24 kHz
+    alone, on its shortest input, compared but not timed)."""
+    names = ["snac_24khz"] if dry_run else ["snac_24khz", "snac_32khz", "dac_44khz"]
+    return {name: compare_reference(name, dry_run) for name in names}
+
+
+def compare_reference(name: str, dry_run: bool) -> dict[str, Any]:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_reference import forward, pair
+
+    device = "cpu" if dry_run else "cuda"
+    ref, lyra, unit = pair(name)
+    ref, lyra = ref.to(device), lyra.to(device)
+    rate = int(name.split("_")[1].removesuffix("khz")) * 1000
+    length = unit if dry_run else unit * -(-rate // unit)
+    x = torch.randn(1 if dry_run else 4, 1, length, device=device)
+    result: dict[str, Any] = {"input": list(x.shape)}
+    with torch.no_grad():
+        ref.eval(), lyra.eval()
+        z = ref.encoder(x)
+        for part, given in (("encoder", x), ("decoder", z)):
+            outs = []
+            for model in (ref, lyra):
+                torch.manual_seed(0)  # SNAC's noise blocks draw the same numbers
+                outs.append(getattr(model, part)(given).float())
+            error = float((outs[1] - outs[0]).norm() / outs[0].norm())
+            result[f"{part}_relative_error"] = error
+            if not error <= REFERENCE_TOLERANCE:
+                raise RuntimeError(
+                    f"{name} {part}: Lyra's differs from the package's by {error:.2e}"
+                )
+    if dry_run:  # a CPU step of these models takes seconds: timed on the GPU only
+        return result
+    for label_, model in (("package", ref.train()), ("lyra", lyra.train())):
+        result[f"{label_}_ms"] = time_fwd_bwd(model, forward, x, device)
+    result["lyra_speedup"] = round(result["package_ms"] / result["lyra_ms"], 3)
+    return result
+
+
+def time_fwd_bwd(model: Any, forward: Callable, x: Any, device: str) -> float:
+    """Median milliseconds of one forward + backward (mean |y| as the loss), after two warm-up
+    steps that compile Lyra's fused Snake."""
+    import statistics
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        forward(model, x).abs().mean().backward()
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(5):
+        sync(device)
+        started = time.perf_counter()
+        step()
+        sync(device)
+        times.append((time.perf_counter() - started) * 1000)
+    return round(statistics.median(times), 2)
+
+
 # -- a short training, torchrun ----------------------------------------------------------------
 
 
@@ -717,6 +792,7 @@ CHILD_PARTS: dict[str, Callable[..., dict[str, Any]]] = {
     "bench": bench_part,
     "train": train_part,
     "torchrun": torchrun_part,
+    "reference": reference_part,
 }
 
 
@@ -793,6 +869,13 @@ def headline(r: dict[str, Any]) -> str:
         return f"{r['reason']}: {vals}"
     if "probe" in r:
         return f"{r['lyra_run']}; {r['probe']}"
+    pairs = {k: v for k, v in r.items() if isinstance(v, dict) and "decoder_relative_error" in v}
+    if pairs:
+        return "; ".join(
+            f"{k}: error {max(v['encoder_relative_error'], v['decoder_relative_error']):.1e}"
+            + (f", Lyra {v['lyra_ms']} ms, package {v['package_ms']} ms" if "lyra_ms" in v else "")
+            for k, v in pairs.items()
+        )
     if "wheels" in r:
         return f"{len(r['wheels'])} wheels; imports {r.get('imports')}; torch {r.get('torch')}"
     text = r.get("error") or r.get("note") or ""
