@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from lyra_core.corpus.build import build_corpus
-from lyra_core.inference.compress import open_codec
 from lyra_core.inference.evaluate import MODEL, Coding, Report, evaluate_files
 from lyra_core.loader import load_spec
 from lyra_core.plugins import load_plugins
 from lyra_core.runs.chunking import Chunking
+from lyra_core.runs.compress import open_codec
 from lyra_core.runs.model import LoadedModel, load_model, save_model
 from lyra_core.training import train
 

@@ -321,6 +321,19 @@ def test_the_explorer_exports_its_sound_into_the_run(series, wav):
     assert sf.info(str(path)).samplerate == 16000
 
 
+def test_the_explorer_exports_a_lyra_file_that_decodes_to_the_sound(series, wav):
+    from lyra_core.runs.compress import open_codec
+
+    sound = series.from_file(wav)
+    audio = series.render(sound, [1.0])
+    path = series.export(sound, audio, "lyra", None, "16")
+    assert path.suffix == ".lyra" and path.parent == series.run_dir / "explore" / "exports"
+    codec = open_codec(series.loaded, chunking=series.chunking)
+    decoded = codec.decode(path.read_bytes(), path.name)
+    assert torch.equal(decoded, codec.decode(codec.encode(audio[None]), "same"))
+    assert decoded.shape[-1] == audio.shape[-1]
+
+
 # -- bad uploads ---------------------------------------------------------------------------------
 
 

@@ -228,7 +228,7 @@ def test_latents_a_frame_density_cannot_model_are_refused(tmp_path, bottleneck, 
 
 
 def test_the_prior_codes_a_latent_frame_by_frame_and_decodes_it_exactly(runs):
-    from lyra_core.inference.compress import open_codec
+    from lyra_core.runs.compress import open_codec
 
     loaded = load_model(runs[1], load_plugins(), "cpu")
     codec = open_codec(loaded, "prior", log=lambda _: None)

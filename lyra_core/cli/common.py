@@ -210,7 +210,7 @@ def add_bitstream_options(p: argparse.ArgumentParser) -> None:
 def bitstream_codec(args: argparse.Namespace, loaded: Any) -> Any:
     """The `.lyra` codec that --bitstream, --step, --kbps and --entropy-model ask for."""
     from lyra_core.errors import LyraError
-    from lyra_core.inference.compress import DEFAULT_ENTROPY_MODEL, open_codec
+    from lyra_core.runs.compress import DEFAULT_ENTROPY_MODEL, open_codec
 
     if args.step is not None and args.kbps is not None:
         raise LyraError("--step and --kbps both choose the operating point: give one")

@@ -41,39 +41,17 @@ from lyra_core.explore.descriptors import (
     fit_descriptors,
 )
 from lyra_core.runs.atomic import atomic_write
-from lyra_core.runs.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, read_audio, write_audio
+from lyra_core.runs.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, make_folder, read_audio, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, slerp
+from lyra_core.runs.compress import Codec, open_codec
 from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
 
 SLIDER_RANGE = 3.0  # sliders run over ±3 standard deviations
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
 EXPORT_FORMATS = ("wav", "flac")
+BITSTREAM = "lyra"  # the compressed export (`lyra decode` reads it)
 MAX_PCA_ROWS = 200_000
-
-
-def run_directory(loaded: LoadedModel) -> Path:
-    """The run directory a checkpoint belongs to (`RUN/checkpoints/x.pt`), else its folder."""
-    folder = loaded.checkpoint.resolve().parent
-    if folder.name == "checkpoints" and (folder.parent / "spec.json").is_file():
-        return folder.parent
-    return folder
-
-
-def checkpoint_key(loaded: LoadedModel) -> str:
-    """What identifies the checkpoint a cache was made from."""
-    stat = loaded.checkpoint.stat()
-    return json.dumps(
-        {
-            "checkpoint": str(loaded.checkpoint.resolve()),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "step": loaded.step,
-            "spec_hash": loaded.spec_hash,
-            "weights": loaded.weights,
-        },
-        sort_keys=True,
-    )
 
 
 # -- PCA ------------------------------------------------------------------------------------------
@@ -223,7 +201,7 @@ def load_or_fit_sliders(
 ) -> tuple[PCA, Descriptors]:
     """The cached PCA and descriptor directions if made from this checkpoint with these settings,
     else a new fit of both on the same validation latents."""
-    key, requested = checkpoint_key(loaded), [count, max_examples]
+    key, requested = loaded.cache_key(), [count, max_examples]
     if cache.is_file() and not refit:
         found = read_sliders(cache, key, requested)
         if found is not None:
@@ -350,13 +328,20 @@ def export_audio(
         raise LyraError(f"bit depth {bits!r}: expected one of {', '.join(BIT_DEPTHS)}")
     if rate is not None and not 1000 <= int(rate) <= 384_000:
         raise LyraError(f"export rate {rate}: expected 1000 to 384000 Hz")
+    path = unique_path(folder, name, fmt)
+    return write_audio(path, audio, sample_rate, bits, dither, None if rate is None else int(rate))
+
+
+def unique_path(folder: Path, name: str, fmt: str) -> Path:
+    """`folder/NAME.FMT` with NAME made file-safe; an existing file is kept and the new one
+    numbered (`NAME-2.FMT`, ...)."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "sound"
     path = folder / f"{stem}.{fmt}"
     for n in itertools.count(2):
         if not path.exists():
-            break
+            return path
         path = folder / f"{stem}-{n}.{fmt}"
-    return write_audio(path, audio, sample_rate, bits, dither, None if rate is None else int(rate))
+    raise AssertionError("unreachable")
 
 
 def example_files(run_dir: Path, extra: Path | None = None, limit: int = 200) -> list[Path]:
@@ -401,6 +386,7 @@ class Explorer:
     preview_dir: Path = attrs.field(factory=lambda: Path(tempfile.mkdtemp(prefix="lyra-explore-")))
     _counter: itertools.count = attrs.field(factory=itertools.count)
     _losses: dict[str, Any] | None = None
+    _codec: Codec | None = None
 
     @classmethod
     def open(
@@ -416,7 +402,7 @@ class Explorer:
     ) -> Explorer:
         if components < 1 or pca_examples < 1 or max_seconds <= 0:
             raise LyraError("explore: --components, --pca-examples and --max-seconds must be > 0")
-        run_dir = run_directory(loaded)
+        run_dir = loaded.run_dir
         chunking = chunking or Chunking()
         cache = run_dir / "explore" / "pca.pt"
         pca, descriptors = load_or_fit_sliders(
@@ -506,6 +492,16 @@ class Explorer:
     def export(
         self, sound: Sound, audio: torch.Tensor, fmt: str, rate: int | None, bits: str
     ) -> Path:
+        """The rendered audio as a WAV or FLAC file, or compressed as a `.lyra` file (the
+        model's rate, the run's operating point; rate and bits do not apply)."""
+        if fmt.lower().lstrip(".") == BITSTREAM:
+            if self._codec is None:
+                self._codec = open_codec(self.loaded, chunking=self.chunking)
+            path = unique_path(self.exports_dir, sound.label, BITSTREAM)
+            make_folder(path.parent)
+            with atomic_write(path) as f:
+                f.write(self._codec.encode(audio[None]))
+            return path
         return export_audio(
             audio, self.loaded.sample_rate, self.exports_dir, sound.label, fmt, rate, bits
         )

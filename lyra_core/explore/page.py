@@ -22,6 +22,8 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.explore.explorer import (
+    BITSTREAM,
+    EXPORT_FORMATS,
     SLIDER_RANGE,
     Explorer,
     Sound,
@@ -178,7 +180,8 @@ def _presets(page: Page, ex: Explorer) -> None:
 def _export(page: Page, ex: Explorer) -> None:
     with gr.Accordion("Export", open=True):
         with gr.Row():
-            page.fmt = gr.Radio(["wav", "flac"], value="wav", label="Format", elem_id="fmt")
+            formats = [*EXPORT_FORMATS, BITSTREAM]
+            page.fmt = gr.Radio(formats, value="wav", label="Format", elem_id="fmt")
             page.bits = gr.Radio(["16", "24", "float"], value="16", label="Bits", elem_id="bits")
         page.rate = gr.Dropdown(
             choices=[str(r) for r in sorted({*RATES, ex.loaded.sample_rate})],

@@ -36,10 +36,10 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.inference.baselines import Baseline, baselines_for, unavailable
-from lyra_core.inference.compress import Codec, step_for_kbps
 from lyra_core.runs.atomic import write_text
 from lyra_core.runs.audio import read_audio_source, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
+from lyra_core.runs.compress import Codec, step_for_kbps
 from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
 

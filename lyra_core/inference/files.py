@@ -13,8 +13,6 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.inference.bitstream import EXTENSION, Header, Reader, read_header, short_id
-from lyra_core.inference.compress import Codec, open_codec, step_for_kbps
 from lyra_core.runs.atomic import atomic_write, write_text
 from lyra_core.runs.audio import (
     BitDepth,
@@ -23,6 +21,7 @@ from lyra_core.runs.audio import (
     read_audio,
     write_audio,
 )
+from lyra_core.runs.bitstream import EXTENSION, Header, Reader, read_header, short_id
 from lyra_core.runs.chunking import (
     Chunking,
     decode_latent,
@@ -31,6 +30,7 @@ from lyra_core.runs.chunking import (
     reconstruct_audio,
     slerp,
 )
+from lyra_core.runs.compress import Codec, open_codec, step_for_kbps
 from lyra_core.runs.metrics import distances, metrics
 from lyra_core.runs.model import LoadedModel
 

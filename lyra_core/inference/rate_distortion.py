@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from lyra_core.inference.baselines import ogg
-from lyra_core.inference.compress import Codec
 from lyra_core.inference.evaluate import (
     MODEL,
     Coding,
@@ -29,6 +28,7 @@ from lyra_core.inference.evaluate import (
     transmission,
 )
 from lyra_core.runs.chunking import Chunking
+from lyra_core.runs.compress import Codec
 from lyra_core.runs.metrics import distances
 
 MODEL_KBPS = (3.0, 4.5, 6.0, 8.0, 12.0, 16.0, 24.0)

@@ -13,7 +13,7 @@ What is quantized:
 The symbols are range-coded (constriction) with a registered entropy model (`entropy_model`
 kind, `plugins/entropy.py`) fitted to up to `MAX_FIT_EXAMPLES` of the run's training examples.
 The fit (the grid and the model's tables) is cached in `RUN/compress/NAME.npz` (plain arrays,
-read without pickle) and made again when the checkpoint changes. `lyra_core.inference.bitstream`
+read without pickle) and made again when the checkpoint changes. `lyra_core.runs.bitstream`
 holds the file layout.
 """
 
@@ -31,7 +31,9 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.inference.bitstream import (
+from lyra_core.interfaces import EntropyModel, SymbolSpace
+from lyra_core.runs.atomic import atomic_write
+from lyra_core.runs.bitstream import (
     CODES,
     GRID,
     Header,
@@ -41,8 +43,6 @@ from lyra_core.inference.bitstream import (
     read_header,
     short_id,
 )
-from lyra_core.interfaces import EntropyModel, SymbolSpace
-from lyra_core.runs.atomic import atomic_write
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, encode_codes
 from lyra_core.runs.model import LoadedModel
 
