@@ -40,7 +40,7 @@ from lyra_core.explore.descriptors import (
     describe_frames,
     fit_descriptors,
 )
-from lyra_core.runs.atomic import atomic_write
+from lyra_core.runs.atomic import atomic_write, write_bytes
 from lyra_core.runs.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, make_folder, read_audio, write_audio
 from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, slerp
 from lyra_core.runs.compress import Codec, open_codec
@@ -499,8 +499,7 @@ class Explorer:
                 self._codec = open_codec(self.loaded, chunking=self.chunking)
             path = unique_path(self.exports_dir, sound.label, BITSTREAM)
             make_folder(path.parent)
-            with atomic_write(path) as f:
-                f.write(self._codec.encode(audio[None]))
+            write_bytes(path, self._codec.encode(audio[None]), what="a .lyra file")
             return path
         return export_audio(
             audio, self.loaded.sample_rate, self.exports_dir, sound.label, fmt, rate, bits

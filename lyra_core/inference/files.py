@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.runs.atomic import atomic_write, write_text
+from lyra_core.runs.atomic import atomic_write, write_bytes, write_text
 from lyra_core.runs.audio import (
     BitDepth,
     check_fits,
@@ -114,8 +114,7 @@ def encode_bitstreams(
             step = step_for_kbps(codec, audio, kbps, str(src))
         data = codec.encode(audio, step)
         make_folder(out_dir)
-        with atomic_write(target) as f:
-            f.write(data)
+        write_bytes(target, data, what="a .lyra file")
         seconds = audio.shape[-1] / codec.loaded.sample_rate
         written.append(Coded(target, len(data), seconds, step or codec.default_step))
     return written

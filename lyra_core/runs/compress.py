@@ -410,7 +410,7 @@ def read_fit(cache: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def write_fit(cache: Path, key: str, state: dict[str, np.ndarray]) -> None:
-    with atomic_write(cache) as f:
+    with atomic_write(cache, what="the entropy model's fit") as f:
         np.savez(f, key=np.array(key), **state)
 
 
