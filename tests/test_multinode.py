@@ -28,6 +28,7 @@ import torch
 
 from lyra_core import BuildContext
 from lyra_core.errors import LyraError
+from lyra_core.runs import checkpoint
 from lyra_core.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -303,6 +304,7 @@ def test_two_nodes_share_the_data_write_once_and_resume_together(tmp_path, monke
     monkeypatch.setenv("RANK", "0")
     with pytest.raises(LyraError, match=r"trained by 4 process\(es\) and this resume has 1"):
         train(driver_plugins(), None, [], resume=str(run), device="cpu")
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["step"] == 6  # left as it was
 
 
 if __name__ == "__main__":
