@@ -104,6 +104,14 @@ def test_the_model_version_is_the_decoding_of_the_lyra_file_beside_it(page, run,
     assert f"<b>model</b><br>{kbps:.2f} kbps" in section
 
 
+def test_the_means_are_over_all_the_audio_and_leave_the_original_out(page, sources):
+    means = page.read_text().split("<h2>Means over the files</h2>")[1].split("</table>")[0]
+    sizes = sum((page.parent / s.stem / f"{s.stem}.lyra").stat().st_size for s in sources)
+    seconds = sum(sf.info(str(s)).duration for s in sources)
+    assert f'<tr><td>model</td><td class="n">{sizes * 8 / seconds / 1000:.2f}</td>' in means
+    assert "<td>opus</td>" in means and "original" not in means
+
+
 @pytest.mark.parametrize(
     ("case", "said"),
     [

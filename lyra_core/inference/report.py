@@ -300,11 +300,11 @@ def number(value: float | None, digits: int = 3) -> str:
 
 
 def summary(items: list[Listening]) -> str:
-    """Per system: kbps over all the audio (bytes over seconds) and each metric's mean."""
+    """Per coded system: kbps over all the audio (bytes over seconds), each metric's mean."""
     names = metric_names(items)
     rows = [header(names)]
     seconds = sum(i.seconds for i in items)
-    for system in dict.fromkeys(v.system for i in items for v in i.versions):
+    for system in dict.fromkeys(v.system for i in items for v in i.versions if v.metrics):
         found = [(i, v) for i in items for v in i.versions if v.system == system]
         bits = [v.kbps * i.seconds for i, v in found if v.kbps is not None]
         kbps = sum(bits) / seconds if bits else None
