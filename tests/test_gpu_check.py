@@ -124,7 +124,7 @@ def test_dry_run_installs_collects_trains_and_writes_the_report(tmp_path):
         [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=700,
         cwd=tmp_path,
     )
     report = json.loads((out / "report.json").read_text())

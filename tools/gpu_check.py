@@ -12,7 +12,7 @@ was sized on), gives each benchmark's TFLOP/s as a share of that card's measured
 and scales the part limits by the card's pace; an unknown card gets TFLOP/s without a share.
 The report (report.json, report.md) is rewritten after every part, so a killed check still
 leaves one.
-`--dry-run` runs every part on the CPU at tiny sizes with limits of seconds: it installs the
+`--dry-run` runs every part on the CPU at tiny sizes (its limits only catch a hang): it installs the
 wheels in .whl/ (when fetched: tools/fetch_gpu_wheels.sh) into a temporary target for Python 3.12,
 checks that their requirements are covered, collects the CUDA tests (they skip here) and writes
 the report.
@@ -44,7 +44,10 @@ WHEELS = ROOT / ".whl"
 SDISTS = WHEELS / "sdist"  # built there: C extensions with no wheel on PyPI
 EXPERIMENTS = ROOT / "experiments"
 BUDGET_S = 400.0  # the whole check on the GPU: 7 minutes, its start-up and report included
-DRY_BUDGET_S = 240.0  # about a minute on an idle 2-core CPU; the limits leave room for a busy one
+# The dry run takes a minute or two on an idle 2-core CPU; its limits only catch a hang (a CPU
+# shared with other work can be ten times slower).
+DRY_BUDGET_S = 600.0
+DRY_LIMIT_S = 120.0  # each part's
 TOP_KERNELS_UNDER = 0.3  # a benchmark's top kernels are listed below this share of the peak
 
 
@@ -118,24 +121,23 @@ class Config:
 class Part:
     name: str
     limit: float  # seconds on the GPU
-    dry_limit: float  # seconds in the dry run
     args: dict[str, Any] = field(default_factory=dict)
 
 
 # In priority order: later parts get what the budget leaves (on an H200 the parts before the
 # training fit, with the install; a slower card's limits grow by its pace and the tail drops).
 PARTS = [
-    Part("tests", 150, 50),
-    Part("bench", 50, 45, {"spec": "lyracodec_vae.json", "compile": False}),
-    Part("snake", 20, 30),
-    Part("reference", 60, 60),
-    Part("torchrun", 35, 45),
-    Part("bench", 45, 20, {"spec": "reference/dac_44khz.json", "compile": False}),
-    Part("bench", 35, 20, {"spec": "reference/snac_24khz.json", "compile": False}),
-    Part("train", 60, 40, {"spec": "snake_pqmf.json", "minutes": 0.5}),
-    Part("bench", 90, 20, {"spec": "lyracodec_vae.json", "compile": True}),
-    Part("bench", 60, 20, {"spec": "reference/snac_24khz.json", "compile": True}),
-    Part("bench", 60, 20, {"spec": "reference/dac_44khz.json", "compile": True}),
+    Part("tests", 150),
+    Part("bench", 50, {"spec": "lyracodec_vae.json", "compile": False}),
+    Part("snake", 20),
+    Part("reference", 60),
+    Part("torchrun", 35),
+    Part("bench", 45, {"spec": "reference/dac_44khz.json", "compile": False}),
+    Part("bench", 35, {"spec": "reference/snac_24khz.json", "compile": False}),
+    Part("train", 60, {"spec": "snake_pqmf.json", "minutes": 0.5}),
+    Part("bench", 90, {"spec": "lyracodec_vae.json", "compile": True}),
+    Part("bench", 60, {"spec": "reference/snac_24khz.json", "compile": True}),
+    Part("bench", 60, {"spec": "reference/dac_44khz.json", "compile": True}),
 ]
 
 
@@ -173,7 +175,7 @@ def run_command(
 
 def run_part(cfg: Config, part: Part, index: int) -> dict[str, Any]:
     """One part in a child process (so a hang or a CUDA error cannot take the check down)."""
-    limit = min(part.dry_limit if cfg.dry_run else part.limit * cfg.pace, cfg.left() - 5)
+    limit = min(DRY_LIMIT_S if cfg.dry_run else part.limit * cfg.pace, cfg.left() - 5)
     if limit < 5:
         return {"status": "skipped", "error": "no time left in the check's budget"}
     result_file = cfg.work / f"part{index}.json"
