@@ -116,6 +116,10 @@ class Config:
     def left(self) -> float:
         return self.budget - (time.monotonic() - self.started)
 
+    def within(self, seconds: float) -> float:
+        """`seconds`, or less where the check's budget has less left (an install step's)."""
+        return max(5.0, min(seconds, self.left() - 5))
+
 
 @dataclass
 class Part:
@@ -229,7 +233,7 @@ def install(cfg: Config) -> dict[str, Any]:
     wheel_site = cfg.work / "site312" if cfg.dry_run else site
     cross = CROSS if cfg.dry_run else []
     step = [*PIP, "--target", str(wheel_site), *cross, *map(str, wheels)]
-    code, output = run_command([sys.executable, *step], 120, cfg.env)
+    code, output = run_command([sys.executable, *step], cfg.within(120), cfg.env)
     if code != 0:
         return {"status": "failed", "error": f"pip (wheels): {output[-1500:]}"}
     lyra = install_lyra(cfg, site)
@@ -255,21 +259,21 @@ def install_sdists(cfg: Config, site: Path) -> str:
     if cfg.dry_run or not sdists:
         return f"to build on the GPU machine: {names}"
     step = [*PIP, "--no-build-isolation", "--target", str(site), *map(str, sdists)]
-    code, output = run_command([sys.executable, *step], 240, cfg.env)
+    code, output = run_command([sys.executable, *step], cfg.within(240), cfg.env)
     return f"built: {names}" if code == 0 else f"failed: pip (sdists): {output[-1500:]}"
 
 
 def install_lyra(cfg: Config, site: Path) -> str:
     """Lyra built from the checkout into `site`; else the wheel fetched beside the others."""
     build = [*PIP, "--no-build-isolation", "--target", str(site), str(source_copy(cfg.work))]
-    code, output = run_command([sys.executable, *build], 180, cfg.env)
+    code, output = run_command([sys.executable, *build], cfg.within(180), cfg.env)
     if code == 0:
         return "built from the checkout"
     fallback = sorted((WHEELS / "lyra").glob("lyra_audio-*.whl"))
     if not fallback:
         return f"failed: pip (Lyra): {output[-1500:]}"
     code, again = run_command(
-        [sys.executable, *PIP, "--target", str(site), str(fallback[-1])], 120, cfg.env
+        [sys.executable, *PIP, "--target", str(site), str(fallback[-1])], cfg.within(120), cfg.env
     )
     if code != 0:
         return f"failed: pip (Lyra, and its fetched wheel): {output[-800:]} / {again[-700:]}"
@@ -374,7 +378,7 @@ def unsatisfied():
 
 def import_check(cfg: Config) -> dict[str, Any]:
     script = f"EXTRA = {EXTRA!r}\n" + UNSATISFIED + IMPORT_CHECK
-    code, output = run_command([sys.executable, "-c", script], 120, cfg.env, cfg.work)
+    code, output = run_command([sys.executable, "-c", script], cfg.within(120), cfg.env, cfg.work)
     if code != 0:
         return {"imports": f"failed: {output[-1500:]}"}
     found = json.loads(output.strip().splitlines()[-1])
