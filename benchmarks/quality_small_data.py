@@ -237,9 +237,10 @@ def plot(results: dict[str, list], path: Path) -> None:
     for name, points in results.items():
         x = [p["cpu_minutes"] for p in points]
         mel = [p["mel_distance"] for p in points]
-        kbps = points[-1]["kbps"]["mean"]
+        counted = " counted" if points[-1].get("counted") else ""
+        kbps = f"{points[-1]['kbps']['mean']:.1f} kbps{counted}"
         ax.errorbar(x, [m["mean"] for m in mel], yerr=[m["std"] for m in mel], fmt="o-",
-                    capsize=3, label=f"{name} ({kbps:.1f} kbps)")  # fmt: skip
+                    capsize=3, label=f"{name} ({kbps})")  # fmt: skip
     first = results.get("small_data") or next(iter(results.values()))
     for baseline, style in (("mu_law", ":"), ("resample", "--"), ("opus", "-.")):
         if baseline in first[-1]:
