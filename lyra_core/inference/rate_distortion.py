@@ -40,9 +40,8 @@ def sweep(
 ) -> dict[str, list[dict[str, Any]]]:
     """Mean measured kbps and metrics per target, for the model and for Opus."""
     loaded = codec.loaded
-    fixed = codec.grid is None or codec.grid.integer
     model = []
-    for kbps in (None,) if fixed else MODEL_KBPS:
+    for kbps in (None,) if codec.fixed else MODEL_KBPS:
         report = evaluate_files(
             loaded, paths, chunking, with_visqol=with_visqol, coding=Coding(codec, kbps=kbps)
         )

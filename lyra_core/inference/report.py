@@ -153,8 +153,7 @@ def listen(
         heard = torch.from_numpy(opus.roundtrip(audio[0].numpy()))[None]
         kbps_opus = opus.bits_per_second / 1000
         versions.append(Version("opus", heard[0].numpy(), kbps_opus, score(heard, audio)))
-    fixed = codec.grid is None or codec.grid.integer
-    used = None if fixed else codec.check_step(codec.default_step if step is None else step)
+    used = None if codec.fixed else codec.check_step(codec.default_step if step is None else step)
     return Listening(path, folder.name, seconds, len(data), used, versions)
 
 
@@ -261,7 +260,7 @@ def render(
 def about(codec: Codec, step: float | None, kbps: float | None) -> str:
     loaded = codec.loaded
     channels = f"{loaded.channels} channel{'s' if loaded.channels > 1 else ''}"
-    if codec.grid is None or codec.grid.integer:
+    if codec.fixed:
         point = "at the operating point training fixed"
     elif kbps is not None:
         point = f"each at the finest grid step that meets {kbps:g} kbps"

@@ -133,17 +133,25 @@ class Codec:
     # -- what is sent ------------------------------------------------------------------------
 
     @property
+    def fixed(self) -> bool:
+        """Whether training fixed the operating point (codes, a latent trained for its rate)."""
+        return self.grid is None or self.grid.integer
+
+    @property
     def default_step(self) -> float:
-        return 1.0 if self.grid is None or self.grid.integer else DEFAULT_STEP
+        return 1.0 if self.fixed else DEFAULT_STEP
+
+    def refuse_step(self) -> None:
+        what = "codes" if self.grid is None else "a latent trained for its rate"
+        raise LyraError(
+            f"--step/--kbps: model '{self.loaded.name}' sends {what}, whose operating point "
+            "training fixed; leave --step and --kbps out"
+        )
 
     def check_step(self, step: float) -> float:
-        if self.grid is None or self.grid.integer:
+        if self.fixed:
             if step != 1.0:
-                what = "codes" if self.grid is None else "a latent trained for its rate"
-                raise LyraError(
-                    f"--step/--kbps: model '{self.loaded.name}' sends {what}, whose operating "
-                    "point training fixed; leave --step and --kbps out"
-                )
+                self.refuse_step()
             return step
         if not STEP_RANGE[0] <= step <= STEP_RANGE[1]:
             raise LyraError(f"--step {step:g}: give {STEP_RANGE[0]:g} to {STEP_RANGE[1]:g}")
@@ -420,10 +428,10 @@ def write_fit(cache: Path, key: str, state: dict[str, np.ndarray]) -> None:
 def step_for_kbps(codec: Codec, audio: torch.Tensor, kbps: float, name: str) -> float:
     """The finest step whose `.lyra` file of `audio` spends at most `kbps` (bisection over the
     measured size, on a log scale)."""
+    if codec.fixed or codec.grid is None:
+        codec.refuse_step()
     seconds = audio.shape[-1] / codec.loaded.sample_rate
-    z = None if codec.grid is None else encode_audio(codec.loaded, audio, codec.chunking)[0].numpy()
-    if z is None or codec.grid.integer:
-        codec.check_step(0.5)  # refuses with the reason
+    z = encode_audio(codec.loaded, audio, codec.chunking)[0].numpy()
 
     def rate(step: float) -> float:
         step = codec.check_step(step)
