@@ -8,7 +8,9 @@ box); the server keeps running.
 from __future__ import annotations
 
 import functools
+import getpass
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,10 @@ from typing import Any
 import attrs
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from a local tool
+# Gradio keeps uploads in one folder under /tmp; another user's would refuse this user's files.
+os.environ.setdefault(
+    "GRADIO_TEMP_DIR", str(Path(tempfile.gettempdir()) / f"gradio-{getpass.getuser()}")
+)
 
 import gradio as gr
 import torch
