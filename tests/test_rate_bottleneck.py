@@ -150,6 +150,7 @@ def heldout_rate(registry, weight: float, steps: int = 100) -> float:
         return model.eval()(x).terms["rate"].item()
 
 
+@pytest.mark.usefixtures("small_and_eager")
 def test_a_higher_rate_weight_trains_a_lower_rate(registry):
     low, high = heldout_rate(registry, 0.001), heldout_rate(registry, 0.1)
     assert high < low - 1, (low, high)  # bits per value
