@@ -158,7 +158,8 @@ def launch(tmp: Path, name: str, *args: str, kill_at: int | None = None) -> list
     port = free_port()
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nnodes", "2"]
     torchrun += ["--nproc-per-node", "2", "--rdzv-backend", "c10d", "--max-restarts", "0"]
-    torchrun += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", name]
+    # An id of this test process's own: another suite on the machine never joins its rendezvous.
+    torchrun += ["--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", f"{name}-{os.getpid()}"]
     procs = []
     for node in (0, 1):
         work = tmp / f"node{node}"  # this node's working directory and data cache
