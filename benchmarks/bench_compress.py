@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import load_spec
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.chunking import decode_latent, encode_audio
-from lyra_core.runs.compress import ChunkCoder, open_codec
-from lyra_core.runs.model import load_model, save_model
+from lyra_core.services.chunking import decode_latent, encode_audio
+from lyra_core.services.compress import ChunkCoder, open_codec
+from lyra_core.services.model import load_model, save_model
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "small_data.json"
 SECONDS = 10.0

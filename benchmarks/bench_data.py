@@ -25,8 +25,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from lyra_core import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import load_spec
-from lyra_core.plugins import load_plugins
 from lyra_plugins.augmentations import DequantizeSpec, PhaseMangleSpec, RandomCropSpec
 from lyra_plugins.datasets import AudioFolderSpec, SyntheticSpec
 

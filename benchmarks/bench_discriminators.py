@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lyra_core import BuildContext, DiscriminatorRef
-from lyra_core.plugins import load_plugins
+from lyra_core.discovery import load_plugins
 from lyra_core.spec import structure
 
 SHAPE = (2, 1, 22050)

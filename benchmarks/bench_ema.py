@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.bench_experiments import PLUGINS, ROOT, overrides_for
 from lyra_core.loader import load_spec, resolved
-from lyra_core.runs.rundir import RunDir
+from lyra_core.services.rundir import RunDir
 from lyra_core.training.data import batch_stream
 from lyra_core.training.engine import Trainer
 

@@ -27,10 +27,10 @@ import attrs
 import pytest
 import torch
 
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.loader import load_spec, read_spec_file, resolved
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.rundir import RunDir
+from lyra_core.services.rundir import RunDir
 from lyra_core.training.data import batch_stream
 from lyra_core.training.engine import Trainer
 from lyra_plugins.priors import example_codec

@@ -20,12 +20,12 @@ import soundfile as sf
 import torch
 
 from lyra_core.context import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.inference.files import AudioOutput, reconstruct_files
 from lyra_core.loader import load_spec, resolved
-from lyra_core.plugins import load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.chunking import Chunking, reconstruct_audio
-from lyra_core.runs.model import load_model
+from lyra_core.services import checkpoint
+from lyra_core.services.chunking import Chunking, reconstruct_audio
+from lyra_core.services.model import load_model
 
 DEMO = Path(__file__).resolve().parent.parent / "experiments" / "snake_pqmf.json"
 

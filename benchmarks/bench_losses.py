@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lyra_core import BuildContext, LossRef
+from lyra_core.discovery import load_plugins
 from lyra_core.interfaces import ModelOutput
-from lyra_core.plugins import load_plugins
 from lyra_core.spec import structure
 
 SHAPE = (4, 1, 44100)

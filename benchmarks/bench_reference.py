@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch import nn
 
+from lyra_core.discovery import load_plugins
 from lyra_core.inference.importing import build_model, importer
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
 from lyra_plugins.importers import SNAC_CONFIGS, signature_defaults
 
 PLUGINS = load_plugins()

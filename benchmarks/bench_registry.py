@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from lyra_core.context import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.interfaces import Critique, ModelOutput
-from lyra_core.plugins import load_plugins
 from lyra_core.registry import Registry
 from lyra_core.testing import example_spec
 

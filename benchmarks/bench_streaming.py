@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 import torch
 
+from lyra_core.discovery import load_plugins
 from lyra_core.inference.stream_export import build_streaming_torchscript
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.model import LoadedModel, load_model, save_model
-from lyra_core.runs.streaming import Latency, Stream
+from lyra_core.services.model import LoadedModel, load_model, save_model
+from lyra_core.services.streaming import Latency, Stream
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 SPECS = {"demo": EXPERIMENTS / "snake_pqmf.json", "rave_v2": EXPERIMENTS / "reference/rave_v2.json"}

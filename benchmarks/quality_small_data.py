@@ -32,12 +32,12 @@ import numpy as np
 import torch
 
 from lyra_core.corpus.build import build_corpus
+from lyra_core.discovery import load_plugins
 from lyra_core.inference.evaluate import MODEL, Coding, Report, evaluate_files
 from lyra_core.loader import load_spec
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.chunking import Chunking
-from lyra_core.runs.compress import open_codec
-from lyra_core.runs.model import LoadedModel, load_model, save_model
+from lyra_core.services.chunking import Chunking
+from lyra_core.services.compress import open_codec
+from lyra_core.services.model import LoadedModel, load_model, save_model
 from lyra_core.training import train
 
 ROOT = Path(__file__).resolve().parents[1]

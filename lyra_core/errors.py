@@ -88,7 +88,7 @@ class WriteError(LyraError):
     """A file that could not be written: its disk is full, or its folder is read-only or gone.
 
     `reason` says why (and how much space is free), `remedy` what to do about it, `then` what to
-    do after (e.g. the command that resumes a run); lyra_core.runs.atomic raises it.
+    do after (e.g. the command that resumes a run); lyra_core.services.atomic raises it.
     """
 
     def __init__(self, path: Path, reason: str, remedy: str, what: str = "", then: str = ""):

@@ -19,7 +19,7 @@ class StreamingState(nn.Module):
 
     Offline (`streaming` False) it sees zeros before the signal; streaming, it sees the end of
     the chunks before instead, so chunk after chunk gives the offline output. `reset()` forgets
-    them (a new stream). `lyra_core.runs.streaming` switches every such layer of a model.
+    them (a new stream). `lyra_core.services.streaming` switches every such layer of a model.
     """
 
     streaming: bool = False

@@ -1,6 +1,6 @@
 """The registry: `(kind, name) -> component spec class`, with who added it.
 
-A registry is an object made by the plugin manager (`lyra_core.plugins.load_registry`), never a
+A registry is an object made by the plugin manager (`lyra_core.discovery.load_registry`), never a
 module global: two registries (say, with and without a plugin) can live side by side in one process.
 """
 

@@ -24,7 +24,7 @@ import pytest
 
 from lyra_core.context import BuildContext
 from lyra_core.contracts import CONTRACTS, ContractError
-from lyra_core.plugins import load_plugins
+from lyra_core.discovery import load_plugins
 from lyra_core.registry import Registry
 from lyra_core.schema import experiment_schema
 from lyra_core.spec import make_converter

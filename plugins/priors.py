@@ -32,8 +32,8 @@ from torch import nn
 from lyra_core import BuildContext, BuildError, LyraError, PriorRef, hookimpl, param
 from lyra_core.interfaces import AudioModel, ModelOutput, Prior, QuantizingBottleneck
 from lyra_core.loader import validate_data
-from lyra_core.runs import checkpoint
-from lyra_core.runs.model import (
+from lyra_core.services import checkpoint
+from lyra_core.services.model import (
     WEIGHTS,
     build_trained,
     choose_weights,
@@ -295,7 +295,7 @@ class LatentPriorSpec:
 @functools.cache
 def example_codec() -> Path:
     """A run directory holding a small untrained mono 22,050 Hz codec (the contract tests')."""
-    from lyra_core.plugins import load_plugins
+    from lyra_core.discovery import load_plugins
 
     from .models import AutoencoderSpec
 

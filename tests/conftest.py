@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lyra_core import ActivationRef, BuildContext, hookimpl, param
-from lyra_core.plugins import Plugins, load_plugins
+from lyra_core.discovery import Plugins, load_plugins
 
 SYSTEM_PACKAGES = Path(__file__).resolve().parents[1] / "tools" / "system_packages.sh"
 

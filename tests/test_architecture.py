@@ -1,7 +1,7 @@
 """Structural rules: the layout shows the architecture, and a test keeps it that way.
 
 - the kernel (`lyra_core`'s top-level modules) imports no run service and no application;
-- the run services (`lyra_core.runs`) import the kernel and each other only;
+- the run services (`lyra_core.services`) import the kernel and each other only;
 - the applications (`training`, `inference`, `explore`, `corpus`) import the kernel and the run
   services, never each other; the command line (`cli`) is the one front that imports them all;
 - a component (`plugins/`) imports the kernel; a run service only where `COMPONENT_SERVICES`
@@ -27,15 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "lyra_core"
 PLUGINS = ROOT / "plugins"
 CLIENTS = (ROOT / "benchmarks", ROOT / "tools")
-SERVICES = "runs"
+SERVICES = "services"
 APPLICATIONS = ("training", "inference", "explore", "corpus")
 FRONT = "cli"
 # The run services a family of components may import, and why; nothing else beyond the kernel.
 COMPONENT_SERVICES = {
-    ("datasets", "lyra_core.runs.atomic"): "a cache or shard is written whole or not at all",
-    ("datasets", "lyra_core.runs.audio"): "files are read with inference's channels and rate",
-    ("priors", "lyra_core.runs.model"): "model `latent_prior` is built on a trained codec run",
-    ("priors", "lyra_core.runs.checkpoint"): "it reads that run's checkpoint",
+    ("datasets", "lyra_core.services.atomic"): "a cache or shard is written whole or not at all",
+    ("datasets", "lyra_core.services.audio"): "files are read with inference's channels and rate",
+    ("priors", "lyra_core.services.model"): "model `latent_prior` is built on a trained codec run",
+    ("priors", "lyra_core.services.checkpoint"): "it reads that run's checkpoint",
 }
 
 
@@ -73,7 +73,7 @@ def _imports(path: Path, module: str = "") -> set[str]:
 
 
 def _part(module: str, core: Path = CORE) -> str | None:
-    """The part of lyra_core a dotted module name belongs to ('kernel', 'runs', 'training', ...)."""
+    """The part of lyra_core a dotted module name belongs to ('kernel', 'services', ...)."""
     parts = module.split(".")
     if parts[0] != "lyra_core":
         return None
@@ -149,10 +149,10 @@ def test_the_rule_catches_sideways_and_upward_imports(tmp_path):
     for package in (SERVICES, *APPLICATIONS, FRONT):
         (core / package).mkdir(parents=True)
         (core / package / "__init__.py").write_text("")
-    (core / "loader.py").write_text("from lyra_core.runs import checkpoint\n")
+    (core / "loader.py").write_text("from lyra_core.services import checkpoint\n")
     (core / "explore" / "x.py").write_text("from lyra_core.inference.files import encode_files\n")
     (core / "explore" / "z.py").write_text("from ..training import seeds\nfrom . import x\n")
-    (core / "runs" / "w.py").write_text(
+    (core / "services" / "w.py").write_text(
         "import importlib\nimportlib.import_module('lyra_core.cli')\n"
     )
     (core / "cli" / "y.py").write_text("import lyra_core.training\nfrom lyra_core import errors\n")
@@ -162,9 +162,9 @@ def test_the_rule_catches_sideways_and_upward_imports(tmp_path):
         "(inference)",
         "lyra_core/explore/z.py (explore) imports lyra_core.training (training)",
         "lyra_core/explore/z.py (explore) imports lyra_core.training.seeds (training)",
-        "lyra_core/loader.py (kernel) imports lyra_core.runs (runs)",
-        "lyra_core/loader.py (kernel) imports lyra_core.runs.checkpoint (runs)",
-        "lyra_core/runs/w.py (runs) imports lyra_core.cli (cli)",
+        "lyra_core/loader.py (kernel) imports lyra_core.services (services)",
+        "lyra_core/loader.py (kernel) imports lyra_core.services.checkpoint (services)",
+        "lyra_core/services/w.py (services) imports lyra_core.cli (cli)",
     ]
 
 
@@ -175,19 +175,23 @@ def test_components_import_the_kernel_and_stated_run_services_only():
 def test_the_component_rule_catches_applications_and_unstated_services(tmp_path):
     plugins = tmp_path / "plugins"
     (plugins / "datasets").mkdir(parents=True)
-    (plugins / "datasets" / "__init__.py").write_text("from lyra_core.runs.atomic import write\n")
+    (plugins / "datasets" / "__init__.py").write_text(
+        "from lyra_core.services.atomic import write\n"
+    )
     (plugins / "datasets" / "s.py").write_text("from lyra_core.training.seeds import derive_seed\n")
-    (plugins / "priors.py").write_text("from lyra_core.runs import checkpoint\nimport lyra_core\n")
-    (plugins / "trackers.py").write_text("import lyra_core.runs.atomic\nfrom . import priors\n")
+    (plugins / "priors.py").write_text(
+        "from lyra_core.services import checkpoint\nimport lyra_core\n"
+    )
+    (plugins / "trackers.py").write_text("import lyra_core.services.atomic\nfrom . import priors\n")
     (plugins / "x.py").write_text("__import__('lyra_core.inference')\n")
     stated = {
-        ("datasets", "lyra_core.runs.atomic"): "",
-        ("priors", "lyra_core.runs.checkpoint"): "",
+        ("datasets", "lyra_core.services.atomic"): "",
+        ("priors", "lyra_core.services.checkpoint"): "",
     }
     assert _component_violations(plugins, stated) == [
         "plugins/datasets/s.py imports lyra_core.training.seeds (training)",
         "plugins/datasets/s.py imports lyra_core.training.seeds.derive_seed (training)",
-        "plugins/trackers.py imports lyra_core.runs.atomic (runs)",
+        "plugins/trackers.py imports lyra_core.services.atomic (services)",
         "plugins/x.py imports lyra_core.inference (inference)",
     ]
 
@@ -199,7 +203,7 @@ def test_benchmarks_and_tools_use_the_library_not_the_command_line():
 def test_the_client_rule_catches_the_command_line(tmp_path):
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "q.py").write_text("from lyra_core.cli.corpus import build\n")
-    (tmp_path / "benchmarks" / "r.py").write_text("from lyra_core.runs import model\n")
+    (tmp_path / "benchmarks" / "r.py").write_text("from lyra_core.services import model\n")
     assert _client_violations((tmp_path / "benchmarks",)) == [
         "benchmarks/q.py imports lyra_core.cli.corpus",
         "benchmarks/q.py imports lyra_core.cli.corpus.build",
@@ -226,12 +230,12 @@ def test_the_core_leaves_mlflow_to_the_mlflow_tracker():
 
 
 def test_the_importer_rule_catches_a_lazy_import(tmp_path):
-    (tmp_path / "lyra_core" / "runs").mkdir(parents=True)
+    (tmp_path / "lyra_core" / "services").mkdir(parents=True)
     code = "def find(uri):\n    from mlflow.tracking import MlflowClient\n"
-    (tmp_path / "lyra_core" / "runs" / "model.py").write_text(code)
+    (tmp_path / "lyra_core" / "services" / "model.py").write_text(code)
     assert _core_importers("mlflow", tmp_path / "lyra_core") == [
-        "lyra_core/runs/model.py: mlflow.tracking",
-        "lyra_core/runs/model.py: mlflow.tracking.MlflowClient",
+        "lyra_core/services/model.py: mlflow.tracking",
+        "lyra_core/services/model.py: mlflow.tracking.MlflowClient",
     ]
 
 
@@ -268,7 +272,7 @@ def test_importing_core_loads_no_plugin():
 
 def test_importing_a_plugin_registers_nothing():
     import lyra_plugins.activations  # noqa: F401
-    from lyra_core.plugins import load_plugins
+    from lyra_core.discovery import load_plugins
 
     registry = load_plugins(disabled={"activations"}).registry
     assert registry.names("activation") == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lyra_core.plugins import load_plugins
+from lyra_core.discovery import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "bench_registry.py"

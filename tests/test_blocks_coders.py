@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lyra_core import BuildContext, BuildError, EncoderRef, SpecError
-from lyra_core.plugins import load_plugins
+from lyra_core.discovery import load_plugins
 from lyra_core.spec import structure
 
 REGISTRY = load_plugins().registry

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from lyra_core import BuildContext, ModelRef, SpecError
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
 from lyra_core.schema import experiment_schema
 from lyra_core.spec import structure
 from lyra_core.testing import peak_allocated_bytes

@@ -17,11 +17,11 @@ import soundfile as sf
 import torch
 
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
-from lyra_core.plugins import load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, overlapped
-from lyra_core.runs.model import load_model
+from lyra_core.services import checkpoint
+from lyra_core.services.chunking import Chunking, decode_latent, encode_audio, overlapped
+from lyra_core.services.model import load_model
 from tests.test_explore import GAUSSIAN, RATE, make_run, tiny_spec, tone
 
 ROOT = Path(__file__).resolve().parents[1]

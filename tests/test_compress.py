@@ -15,11 +15,11 @@ import soundfile as sf
 import torch
 
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
-from lyra_core.plugins import load_plugins
-from lyra_core.runs import bitstream
-from lyra_core.runs.compress import cross_entropy_bits, open_codec, step_for_kbps
-from lyra_core.runs.model import load_model
+from lyra_core.services import bitstream
+from lyra_core.services.compress import cross_entropy_bits, open_codec, step_for_kbps
+from lyra_core.services.model import load_model
 from lyra_core.training import train
 
 from .test_inference import TINY

@@ -8,7 +8,7 @@ import torch
 
 from lyra_core import BuildContext
 from lyra_core.contracts import ContractError
-from lyra_core.plugins import load_plugins
+from lyra_core.discovery import load_plugins
 from lyra_core.registry import Origin
 from lyra_core.testing import check_component
 

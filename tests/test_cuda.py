@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import torch
 
+from lyra_core.discovery import Plugins, load_plugins
 from lyra_core.loader import load_spec, resolved
-from lyra_core.plugins import Plugins, load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.rundir import RunDir, versions
+from lyra_core.services import checkpoint
+from lyra_core.services.rundir import RunDir, versions
 from lyra_core.training import train
 from lyra_core.training.engine import Trainer
 

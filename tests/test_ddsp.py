@@ -13,8 +13,8 @@ import torch
 
 from lyra_core import BuildContext, BuildError, LyraError
 from lyra_core.cli import main
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.model import load_model
+from lyra_core.discovery import load_plugins
+from lyra_core.services.model import load_model
 from lyra_plugins.ddsp import (
     DDSPSpec,
     FilteredNoise,

@@ -22,8 +22,8 @@ from lyra_core.explore.descriptors import (
     spectral_flatness,
 )
 from lyra_core.explore.explorer import PCA, Explorer, Sound, apply_sliders, load_or_fit_sliders
-from lyra_core.runs.chunking import encode_audio
-from lyra_core.runs.model import load_model
+from lyra_core.services.chunking import encode_audio
+from lyra_core.services.model import load_model
 from lyra_core.training import train
 
 from .test_explore import GAUSSIAN, RATE, make_run, plugins, tiny_spec  # noqa: F401

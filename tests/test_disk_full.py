@@ -21,13 +21,13 @@ import soundfile as sf
 
 from lyra_core.cli import main, specs
 from lyra_core.context import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import WriteError
 from lyra_core.explore.explorer import load_or_fit_sliders
 from lyra_core.loader import load_spec
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.atomic import append_line, write_text
-from lyra_core.runs.checkpoint import load
-from lyra_core.runs.model import load_model, save_model
+from lyra_core.services.atomic import append_line, write_text
+from lyra_core.services.checkpoint import load
+from lyra_core.services.model import load_model, save_model
 from lyra_plugins.datasets import AudioFolderSpec
 
 from . import test_training

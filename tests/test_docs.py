@@ -13,7 +13,7 @@ import pytest
 
 from lyra_core.cli import main
 from lyra_core.cli.reference import pages
-from lyra_core.plugins import load_plugins
+from lyra_core.discovery import load_plugins
 from lyra_core.schema import experiment_schema
 from tests.test_third_party_plugin import installed as example_plugin  # noqa: F401 (fixture)
 

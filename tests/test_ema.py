@@ -15,12 +15,12 @@ import torch
 
 from lyra_core import BuildContext, hookimpl, param
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.chunking import Chunking, reconstruct_audio
-from lyra_core.runs.model import LoadedModel, build_trained, load_model
+from lyra_core.services import checkpoint
+from lyra_core.services.chunking import Chunking, reconstruct_audio
+from lyra_core.services.model import LoadedModel, build_trained, load_model
 from lyra_core.training import train
 
 from .test_inference import RATE, TINY, tone

@@ -19,9 +19,9 @@ from lyra_core.context import BuildContext
 from lyra_core.inference import baselines
 from lyra_core.inference.evaluate import quantize_uniform, transmission
 from lyra_core.interfaces import ModelOutput
-from lyra_core.runs import metrics
-from lyra_core.runs.audio import read_audio
-from lyra_core.runs.model import load_model
+from lyra_core.services import metrics
+from lyra_core.services.audio import read_audio
+from lyra_core.services.model import load_model
 from lyra_core.training import train
 
 from .test_inference import TINY

@@ -16,6 +16,7 @@ import torch
 import lyra_core.explore
 from lyra_core.cli import main
 from lyra_core.context import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.explore import explorer as explore
 from lyra_core.explore.explorer import (
@@ -30,9 +31,8 @@ from lyra_core.explore.explorer import (
     save_preset,
 )
 from lyra_core.loader import resolved, validate_data
-from lyra_core.plugins import load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.model import load_model
+from lyra_core.services import checkpoint
+from lyra_core.services.model import load_model
 
 from .helpers import NO_TRACKING, RATE, autoencoder, synthetic_data
 
@@ -322,7 +322,7 @@ def test_the_explorer_exports_its_sound_into_the_run(series, wav):
 
 
 def test_the_explorer_exports_a_lyra_file_that_decodes_to_the_sound(series, wav):
-    from lyra_core.runs.compress import open_codec
+    from lyra_core.services.compress import open_codec
 
     sound = series.from_file(wav)
     audio = series.render(sound, [1.0])

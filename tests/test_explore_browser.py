@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from lyra_core.discovery import load_plugins
 from lyra_core.explore.explorer import Explorer
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.model import load_model
+from lyra_core.services.model import load_model
 from tests.conftest import missing_system_packages
 from tests.test_explore import GAUSSIAN, RATE, make_run, tiny_spec, tone
 

@@ -11,12 +11,12 @@ import torch
 
 from lyra_core.cli import main
 from lyra_core.context import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.inference.export import build_torchscript, export_onnx
 from lyra_core.loader import resolved, validate_data
-from lyra_core.plugins import load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.model import load_model
+from lyra_core.services import checkpoint
+from lyra_core.services.model import load_model
 from tests.helpers import consume
 from tests.test_inference import TINY
 

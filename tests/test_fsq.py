@@ -16,10 +16,10 @@ import torch
 
 from lyra_core import BuildContext, SpecError
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.interfaces import QuantizingBottleneck
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.model import load_model
+from lyra_core.services.model import load_model
 from lyra_plugins.quantizers import FiniteScalarQuantizer, LevelGrid, perplexity, round_ste
 
 from .helpers import NO_TRACKING, RATE, autoencoder, short_training, synthetic_data

@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import load_spec
-from lyra_core.plugins import load_plugins
 
 from .test_cuda import PRECISIONS, SPECS, amp_overrides
 

@@ -13,14 +13,20 @@ import soundfile as sf
 import torch
 
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.loader import resolved
-from lyra_core.plugins import load_plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.audio import quantize, read_audio, write_audio
-from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, reconstruct_audio, slerp
-from lyra_core.runs.model import load_model
-from lyra_core.runs.rundir import spec_hash
+from lyra_core.services import checkpoint
+from lyra_core.services.audio import quantize, read_audio, write_audio
+from lyra_core.services.chunking import (
+    Chunking,
+    decode_latent,
+    encode_audio,
+    reconstruct_audio,
+    slerp,
+)
+from lyra_core.services.model import load_model
+from lyra_core.services.rundir import spec_hash
 from lyra_core.training import train
 
 from .helpers import NO_TRACKING, RATE, autoencoder, coder, short_training, synthetic_data

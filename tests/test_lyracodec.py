@@ -18,8 +18,8 @@ from torch.nn.utils import parametrize
 from lyra_core.cli import main
 from lyra_core.cli.summary import build_on_meta, summarize, summarize_spec
 from lyra_core.context import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import load_spec
-from lyra_core.plugins import load_plugins
 
 SPEC = Path(__file__).resolve().parents[1] / "experiments" / "lyracodec_vae.json"
 REGISTRY = load_plugins().registry

@@ -11,8 +11,8 @@ import torch
 
 from lyra_core import BuildContext, BuildError, LyraError, ModelRef, hookimpl
 from lyra_core.cli.summary import build_on_meta, summarize
+from lyra_core.discovery import load_plugins
 from lyra_core.interfaces import AudioModel, Filterbank, ModelOutput
-from lyra_core.plugins import load_plugins
 from lyra_core.spec import structure
 
 

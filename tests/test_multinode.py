@@ -28,7 +28,7 @@ import torch
 
 from lyra_core import BuildContext
 from lyra_core.errors import LyraError
-from lyra_core.runs import checkpoint
+from lyra_core.services import checkpoint
 from lyra_core.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def driver_plugins(kill_at: int | None = None) -> Any:
     import types
 
     from lyra_core import hookimpl
-    from lyra_core.plugins import load_plugins
+    from lyra_core.discovery import load_plugins
 
     @hookimpl
     def lyra_register_components(registry: Any) -> None:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from lyra_core import hookimpl
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import BuildError, SpecError
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.checkpoint import load
+from lyra_core.services.checkpoint import load
 from lyra_core.training import train
 
 from .test_training import TINY

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from lyra_core import hookimpl
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import DuplicateComponentError, LyraError, UnknownComponentError
-from lyra_core.plugins import load_plugins
 from lyra_core.registry import Origin, Registry
 
 
@@ -173,7 +173,7 @@ def test_plugin_loading_is_made_of_short_functions():
     import ast
     import inspect
 
-    import lyra_core.plugins as module
+    import lyra_core.discovery as module
 
     tree = ast.parse(inspect.getsource(module))
     lengths = {

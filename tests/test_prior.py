@@ -14,10 +14,10 @@ import soundfile as sf
 import torch
 
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import BuildError, LyraError
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.model import load_model, save_model
+from lyra_core.services.model import load_model, save_model
 from lyra_core.training import train
 from lyra_plugins.priors import WaveNetPrior
 
@@ -228,7 +228,7 @@ def test_latents_a_frame_density_cannot_model_are_refused(tmp_path, bottleneck, 
 
 
 def test_the_prior_codes_a_latent_frame_by_frame_and_decodes_it_exactly(runs):
-    from lyra_core.runs.compress import open_codec
+    from lyra_core.services.compress import open_codec
 
     loaded = load_model(runs[1], load_plugins(), "cpu")
     codec = open_codec(loaded, "prior", log=lambda _: None)

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from lyra_core.cli import build_parser
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

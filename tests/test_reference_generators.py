@@ -19,8 +19,8 @@ from torch import nn
 
 from lyra_core.cli.summary import build_on_meta, summarize_spec
 from lyra_core.context import BuildContext
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import load_spec
-from lyra_core.plugins import load_plugins
 
 REFERENCE = Path(__file__).resolve().parents[1] / "experiments" / "reference"
 REGISTRY = load_plugins().registry

@@ -18,8 +18,8 @@ from snac import SNAC
 from lyra_core.cli import main
 from lyra_core.inference.importing import importer
 from lyra_core.loader import load_spec, resolved, validate_data
-from lyra_core.runs import checkpoint
-from lyra_core.runs.model import load_model
+from lyra_core.services import checkpoint
+from lyra_core.services.model import load_model
 from lyra_plugins.importers import SNAC_CONFIGS, map_by_position, signature_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def lyra(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def plugins():
-    from lyra_core.plugins import load_plugins
+    from lyra_core.discovery import load_plugins
 
     return load_plugins()
 

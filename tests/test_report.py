@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.inference.report import spectrogram
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.compress import open_codec
-from lyra_core.runs.model import load_model
+from lyra_core.services.compress import open_codec
+from lyra_core.services.model import load_model
 from tests.test_docs_browser import browser_page, save  # noqa: F401 (a fixture)
 from tests.test_explore_browser import CHROMIUM, NO_CHROMIUM
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from lyra_core.discovery import load_plugins
 from lyra_core.loader import load_spec, read_spec_file
-from lyra_core.plugins import load_plugins
 from lyra_core.schema import experiment_schema
 
 ROOT = Path(__file__).resolve().parents[1]

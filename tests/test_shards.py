@@ -18,11 +18,11 @@ import torch.multiprocessing as mp
 
 from lyra_core import BuildContext
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.loader import load_spec, resolved
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.checkpoint import load
-from lyra_core.runs.rundir import spec_hash
+from lyra_core.services.checkpoint import load
+from lyra_core.services.rundir import spec_hash
 from lyra_core.training import train
 from lyra_core.training.data import Position, batch_stream
 from lyra_plugins.datasets import SyntheticSpec

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lyra_core.cli.summary import summarize_spec
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.loader import MAX_DEPTH, read_spec_file, validate_data
-from lyra_core.plugins import load_plugins
 from lyra_core.schema import experiment_schema
 
 ROOT = Path(__file__).resolve().parents[1]

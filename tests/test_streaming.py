@@ -14,7 +14,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from lyra_core.errors import LyraError
 from lyra_core.loader import validate_data
-from lyra_core.runs.streaming import Stream, channels_last_inference, set_streaming
+from lyra_core.services.streaming import Stream, channels_last_inference, set_streaming
 from lyra_plugins.blocks import conv
 from lyra_plugins.blocks.causal import CausalConv1d, CausalConvTranspose1d
 from lyra_plugins.filterbanks import PQMF

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.inference.stream_export import export_streaming_torchscript, non_causal_paths
 from lyra_core.loader import validate_data
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.model import load_model
-from lyra_core.runs.streaming import Stream, set_streaming
+from lyra_core.services.model import load_model
+from lyra_core.services.streaming import Stream, set_streaming
 
 from .helpers import consume
 from .test_export import make_checkpoint

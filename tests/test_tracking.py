@@ -28,8 +28,8 @@ import soundfile as sf
 import torch
 
 from lyra_core.context import BuildContext
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.metrics import distance_losses, format_metrics
+from lyra_core.discovery import load_plugins
+from lyra_core.services.metrics import distance_losses, format_metrics
 from lyra_core.training import train
 from lyra_core.training.validation import spectrogram_figure, write_examples
 from lyra_plugins.trackers import EXPERIMENT_KIND_TAG, MODEL_TRAINING, MLflowTracker

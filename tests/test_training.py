@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from lyra_core import BuildContext, hookimpl, param
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.checkpoint import load, save_atomic
+from lyra_core.services.checkpoint import load, save_atomic
 from lyra_core.training import train
 
 from .test_inference import TINY as INFERENCE_TINY

@@ -13,11 +13,11 @@ from torch import nn
 
 from lyra_core import BuildContext, hookimpl
 from lyra_core.cli import main
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
 from lyra_core.experiment import TrainingSpec
-from lyra_core.plugins import load_plugins
-from lyra_core.runs.rundir import RunDir
 from lyra_core.seeds import derive_seed
+from lyra_core.services.rundir import RunDir
 from lyra_core.spec import structure
 from lyra_core.training import distributed, train
 from lyra_core.training.data import BatchSampler, Position

@@ -19,8 +19,8 @@ import types
 import torch
 
 from lyra_core import hookimpl
+from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
-from lyra_core.plugins import load_plugins
 from lyra_core.training import train
 
 parser = argparse.ArgumentParser()

@@ -87,9 +87,9 @@ def measure(side: str, fns: dict[str, tuple[Callable, torch.Tensor]], args: Any)
 
 def lyra_loaded(causal: bool, folder: Path) -> Any:
     """The RAVE v2-sized model with random weights, checkpointed and loaded like a trained run."""
+    from lyra_core.discovery import load_plugins
     from lyra_core.loader import validate_data
-    from lyra_core.plugins import load_plugins
-    from lyra_core.runs.model import load_model, save_model
+    from lyra_core.services.model import load_model, save_model
 
     plugins = load_plugins()
     data = json.loads(SPEC.read_text())
@@ -105,7 +105,7 @@ def lyra_loaded(causal: bool, folder: Path) -> Any:
 
 def lyra_side(args: Any) -> None:
     from lyra_core.inference.stream_export import build_streaming_torchscript
-    from lyra_core.runs.streaming import Stream
+    from lyra_core.services.streaming import Stream
 
     with tempfile.TemporaryDirectory() as folder:
         causal, parts = lyra_loaded(True, Path(folder))

@@ -343,7 +343,7 @@ import cattrs, jsonschema, soundfile, torch, torchaudio
 import constriction, pesq, pystoi, visqol  # entropy coding; the eval extra
 import dac.model, snac  # the reference packages Lyra's generators are compared with
 import lyra_core, lyra_core.training, lyra_core.loader, lyra_core.inference.evaluate
-from lyra_core.plugins import load_plugins
+from lyra_core.discovery import load_plugins
 plugins = load_plugins()
 print(json.dumps({
     "lyra_from": lyra_core.__file__, "torch": torch.__version__,
@@ -528,16 +528,16 @@ def bench_part(work: Path, dry_run: bool, spec: str, compile: bool) -> dict[str,
 
 
 def validate(path: Path, overrides: list[str]) -> None:
+    from lyra_core.discovery import load_plugins
     from lyra_core.loader import load_spec
-    from lyra_core.plugins import load_plugins
 
     load_spec(path, load_plugins().registry, overrides)
 
 
 def build_trainer(work: Path, path: Path, overrides: list[str], device: str) -> Any:
+    from lyra_core.discovery import load_plugins
     from lyra_core.loader import load_spec, resolved
-    from lyra_core.plugins import load_plugins
-    from lyra_core.runs.rundir import RunDir, versions
+    from lyra_core.services.rundir import RunDir, versions
     from lyra_core.training.engine import Trainer
 
     plugins = load_plugins()
@@ -712,7 +712,7 @@ def time_fwd_bwd(model: Any, forward: Callable, x: Any, device: str) -> float:
 
 def train_part(work: Path, dry_run: bool, spec: str, minutes: float) -> dict[str, Any]:
     """The demo for `minutes` on the device, through `train` (loader, validation, checkpoint)."""
-    from lyra_core.plugins import load_plugins
+    from lyra_core.discovery import load_plugins
     from lyra_core.training import train
 
     run = Path(tempfile.mkdtemp(prefix="train-", dir=work)) / "run"

@@ -3,7 +3,7 @@
 Each module adds its own subcommands (`add_parsers(sub)`), whose parsers carry their handler.
 A user's mistake (a `LyraError`, or an argument argparse refuses) is printed as one line and exits
 2; `--traceback` shows the traceback too. So is a full disk or a read-only filesystem met by a
-write that did not go through lyra_core.runs.atomic (which says where and what to do). Anything
+write that did not go through lyra_core.services.atomic (which says where and what to do). Anything
 else is a bug and keeps its traceback. A user sees Lyra's own lines only: the libraries'
 informational logging (MLflow's and alembic's table creation), their deprecation warnings and
 torch's `No CUDA runtime is found` warning are off unless `--verbose`.
@@ -39,7 +39,7 @@ from lyra_core.cli import (
 from lyra_core.cli.allocator import tune_allocator
 from lyra_core.cli.common import EXIT_USER_ERROR, Parser
 from lyra_core.errors import LyraError
-from lyra_core.runs.atomic import FULL, write_error
+from lyra_core.services.atomic import FULL, write_error
 
 # In the order `lyra --help` lists them.
 COMMAND_MODULES = (

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lyra_core.plugins import Plugins, load_plugins
+from lyra_core.discovery import Plugins, load_plugins
 
 EXIT_USER_ERROR = 2  # a user's mistake: a clear message, no traceback
 MAX_COUNT = 10_000  # files one command writes (samples, interpolation steps)
@@ -68,7 +68,7 @@ port = bounded(int, 1, 65_535)
 def rate(value: str) -> int:
     """An argparse type: an output sample rate that `write_audio` accepts."""
     from lyra_core.errors import LyraError
-    from lyra_core.runs.audio import check_rate
+    from lyra_core.services.audio import check_rate
 
     hz = int(_number(value, int))
     try:
@@ -164,14 +164,14 @@ def add_run_options(p: argparse.ArgumentParser, audio_out: bool = True) -> None:
         p.add_argument("--rate", type=rate, help="resample the output to this rate (Hz)")
 
 
-def loaded_model(args: argparse.Namespace):  # -> lyra_core.runs.model.LoadedModel
-    from lyra_core.runs.model import load_model
+def loaded_model(args: argparse.Namespace):  # -> lyra_core.services.model.LoadedModel
+    from lyra_core.services.model import load_model
 
     return load_model(args.run, plugins(args), args.device, args.tracking_uri, args.weights)
 
 
-def chunking(args: argparse.Namespace):  # -> lyra_core.runs.chunking.Chunking
-    from lyra_core.runs.chunking import Chunking
+def chunking(args: argparse.Namespace):  # -> lyra_core.services.chunking.Chunking
+    from lyra_core.services.chunking import Chunking
 
     return Chunking(args.chunk_seconds, args.context_seconds)
 
@@ -210,7 +210,7 @@ def add_bitstream_options(p: argparse.ArgumentParser) -> None:
 def bitstream_codec(args: argparse.Namespace, loaded: Any) -> Any:
     """The `.lyra` codec that --bitstream, --step, --kbps and --entropy-model ask for."""
     from lyra_core.errors import LyraError
-    from lyra_core.runs.compress import DEFAULT_ENTROPY_MODEL, open_codec
+    from lyra_core.services.compress import DEFAULT_ENTROPY_MODEL, open_codec
 
     if args.step is not None and args.kbps is not None:
         raise LyraError("--step and --kbps both choose the operating point: give one")

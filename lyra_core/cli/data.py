@@ -22,7 +22,7 @@ from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.loader import load_spec, resolved
 from lyra_core.registry import Registry
-from lyra_core.runs.rundir import spec_hash
+from lyra_core.services.rundir import spec_hash
 
 minutes = bounded(float, 0.0, 1440.0, low_open=True)
 megabytes = bounded(float, 0.0, 1e6, low_open=True)

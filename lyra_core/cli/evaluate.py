@@ -17,7 +17,7 @@ from lyra_core.cli.common import (
     output_file,
 )
 from lyra_core.errors import LyraError
-from lyra_core.runs.audio import AUDIO_EXTENSIONS
+from lyra_core.services.audio import AUDIO_EXTENSIONS
 
 
 def audio_paths(paths: list[str]) -> list[Path]:
@@ -41,7 +41,7 @@ def audio_paths(paths: list[str]) -> list[Path]:
 
 def evaluate(args: argparse.Namespace) -> int:
     from lyra_core.inference.evaluate import Coding, evaluate_files, format_report, write_json
-    from lyra_core.runs.metrics import speech_available, visqol_available
+    from lyra_core.services.metrics import speech_available, visqol_available
 
     paths = audio_paths(args.paths)
     with_visqol = not args.no_visqol and visqol_available()

@@ -69,7 +69,7 @@ def decode_command(args: argparse.Namespace) -> int:
 
 def reconstruct_command(args: argparse.Namespace) -> int:
     from lyra_core.inference.files import reconstruct_files
-    from lyra_core.runs.metrics import format_metrics
+    from lyra_core.services.metrics import format_metrics
 
     loaded = loaded_model(args)
     out = Path(args.output)

@@ -19,8 +19,8 @@ from lyra_core.cli.evaluate import audio_paths
 
 def report_command(args: argparse.Namespace) -> int:
     from lyra_core.inference.report import rd_plot, write_page
-    from lyra_core.runs.atomic import size_text
-    from lyra_core.runs.metrics import visqol_available
+    from lyra_core.services.atomic import size_text
+    from lyra_core.services.metrics import visqol_available
 
     paths = audio_paths(args.paths)
     with_visqol = not args.no_visqol and visqol_available()

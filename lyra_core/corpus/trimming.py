@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lyra_core.runs.audio import resample
+from lyra_core.services.audio import resample
 
 PEAK = 10 ** (-1.0 / 20)  # outputs are peak-normalised to -1 dBFS
 SILENCE_DB = -60.0  # leading/trailing audio below this (relative to full scale) is trimmed

@@ -14,7 +14,7 @@ The page (`lyra_core.explore.explorer.page`, Gradio) only wires widgets to an `E
   come first, the descriptor sliders after them.
 - Presets: slider values saved by name as `RUN/explore/presets/NAME.json`.
 - Export: WAV or FLAC at a chosen rate and bit depth (TPDF dither below float), via
-  `lyra_core.runs.audio.write_audio`.
+  `lyra_core.services.audio.write_audio`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,18 @@ from lyra_core.explore.descriptors import (
     describe_frames,
     fit_descriptors,
 )
-from lyra_core.runs.atomic import atomic_write, write_bytes
-from lyra_core.runs.audio import AUDIO_EXTENSIONS, BIT_DEPTHS, make_folder, read_audio, write_audio
-from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, slerp
-from lyra_core.runs.compress import Codec, open_codec
-from lyra_core.runs.metrics import distances, metrics
-from lyra_core.runs.model import LoadedModel
+from lyra_core.services.atomic import atomic_write, write_bytes
+from lyra_core.services.audio import (
+    AUDIO_EXTENSIONS,
+    BIT_DEPTHS,
+    make_folder,
+    read_audio,
+    write_audio,
+)
+from lyra_core.services.chunking import Chunking, decode_latent, encode_audio, slerp
+from lyra_core.services.compress import Codec, open_codec
+from lyra_core.services.metrics import distances, metrics
+from lyra_core.services.model import LoadedModel
 
 SLIDER_RANGE = 3.0  # sliders run over ±3 standard deviations
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")

@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from lyra_core.runs.audio import resample
+from lyra_core.services.audio import resample
 
 MU_LAW_BITS = 8
 MIN_RATE = 1000  # Hz: below this a resampling baseline is not meaningful

@@ -1,7 +1,7 @@
 """`lyra evaluate`: a model's reconstructions of real audio, scored, beside simple codecs.
 
 For each file the model encodes and decodes (in chunks, as `lyra reconstruct` does); the
-reconstruction is scored with `lyra_core.runs.metrics` (mel and STFT distance as DAC's
+reconstruction is scored with `lyra_core.services.metrics` (mel and STFT distance as DAC's
 evaluation defines them, SI-SDR, ViSQOL when installed). The report says what the model
 transmits per second:
 
@@ -16,7 +16,7 @@ For a run with a latent prior (`latent_prior`), each file's latent is also score
 and by the bottleneck's frame-wise prior: `prior_nll`, `frame_prior_nll`, nats per value.
 
 Files that cannot be read are named and skipped. A file at another sample rate or channel count
-than the model's is converted as training converts it (`lyra_core.runs.audio`: band-limited
+than the model's is converted as training converts it (`lyra_core.services.audio`: band-limited
 resampling; the channel mean for mono, a mono file copied to every channel, 5.1 downmixed) and
 the report lists the conversions.
 """
@@ -36,12 +36,12 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.inference.baselines import Baseline, baselines_for, unavailable
-from lyra_core.runs.atomic import write_text
-from lyra_core.runs.audio import read_audio_source, write_audio
-from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
-from lyra_core.runs.compress import Codec, step_for_kbps
-from lyra_core.runs.metrics import distances, metrics
-from lyra_core.runs.model import LoadedModel
+from lyra_core.services.atomic import write_text
+from lyra_core.services.audio import read_audio_source, write_audio
+from lyra_core.services.chunking import Chunking, decode_latent, encode_audio
+from lyra_core.services.compress import Codec, step_for_kbps
+from lyra_core.services.metrics import distances, metrics
+from lyra_core.services.model import LoadedModel
 
 MODEL = "model"
 MAX_LATENT_BITS = 24

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyra_core.errors import LyraError
-from lyra_core.runs.atomic import write_bytes
-from lyra_core.runs.model import LoadedModel
+from lyra_core.services.atomic import write_bytes
+from lyra_core.services.model import LoadedModel
 
 STAGES = ("encoder", "bottleneck", "decoder")
 TOLERANCE = 1e-4

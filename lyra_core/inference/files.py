@@ -13,16 +13,16 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.runs.atomic import atomic_write, write_bytes, write_text
-from lyra_core.runs.audio import (
+from lyra_core.services.atomic import atomic_write, write_bytes, write_text
+from lyra_core.services.audio import (
     BitDepth,
     check_fits,
     make_folder,
     read_audio,
     write_audio,
 )
-from lyra_core.runs.bitstream import EXTENSION, Header, Reader, read_header, short_id
-from lyra_core.runs.chunking import (
+from lyra_core.services.bitstream import EXTENSION, Header, Reader, read_header, short_id
+from lyra_core.services.chunking import (
     Chunking,
     decode_latent,
     encode_audio,
@@ -30,9 +30,9 @@ from lyra_core.runs.chunking import (
     reconstruct_audio,
     slerp,
 )
-from lyra_core.runs.compress import Codec, open_codec, step_for_kbps
-from lyra_core.runs.metrics import distances, metrics
-from lyra_core.runs.model import LoadedModel
+from lyra_core.services.compress import Codec, open_codec, step_for_kbps
+from lyra_core.services.metrics import distances, metrics
+from lyra_core.services.model import LoadedModel
 
 ENCODED = "an encoded file"  # what a WriteError names
 

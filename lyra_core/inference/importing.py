@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from lyra_core.context import BuildContext
+from lyra_core.discovery import Plugins
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.interfaces import Importer
 from lyra_core.loader import resolved, validate_data
-from lyra_core.plugins import Plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.rundir import RunDir, versions
+from lyra_core.services import checkpoint
+from lyra_core.services.rundir import RunDir, versions
 
 
 def importer(plugins: Plugins, name: str) -> Importer:

@@ -27,9 +27,9 @@ from lyra_core.inference.evaluate import (
     read_scored,
     transmission,
 )
-from lyra_core.runs.chunking import Chunking
-from lyra_core.runs.compress import Codec
-from lyra_core.runs.metrics import distances
+from lyra_core.services.chunking import Chunking
+from lyra_core.services.compress import Codec
+from lyra_core.services.metrics import distances
 
 MODEL_KBPS = (3.0, 4.5, 6.0, 8.0, 12.0, 16.0, 24.0)
 OPUS_KBPS = (6.0, 8.0, 12.0, 16.0, 24.0)  # libopus goes no lower than 6 kbps

@@ -34,10 +34,10 @@ from lyra_core.errors import LyraError
 from lyra_core.inference.baselines import ogg, unavailable
 from lyra_core.inference.evaluate import Scoring
 from lyra_core.inference.files import load_input, output_paths
-from lyra_core.runs.atomic import write_bytes, write_text
-from lyra_core.runs.audio import make_folder, write_audio
-from lyra_core.runs.compress import Codec, step_for_kbps
-from lyra_core.runs.metrics import distances
+from lyra_core.services.atomic import write_bytes, write_text
+from lyra_core.services.audio import make_folder, write_audio
+from lyra_core.services.compress import Codec, step_for_kbps
+from lyra_core.services.metrics import distances
 
 RD_PLOT = "rd.png"  # what `lyra evaluate --rd DIR` writes in DIR
 SPECTROGRAM = (600, 200)  # pixels

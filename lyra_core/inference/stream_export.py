@@ -1,7 +1,7 @@
 """`lyra export --streaming`: a causal model as a streaming TorchScript (nn~) or ONNX step.
 
 A causal model (`"causal": true` on the model) keeps, in each of its `StreamingState` layers, what
-the next chunk needs of the past (`lyra_core.runs.streaming`). Exporting it:
+the next chunk needs of the past (`lyra_core.services.streaming`). Exporting it:
 
 - Each half of the model (encode: analysis -> encoder -> bottleneck mean; decode: decoder ->
   synthesis) is traced as one *step* with its state explicit, `(x, states) -> (y, new states)`:
@@ -48,9 +48,9 @@ from lyra_core.inference.export import (
 )
 from lyra_core.interfaces import StreamingState
 from lyra_core.loader import resolved
-from lyra_core.runs.atomic import write_text
-from lyra_core.runs.model import LoadedModel
-from lyra_core.runs.streaming import (
+from lyra_core.services.atomic import write_text
+from lyra_core.services.model import LoadedModel
+from lyra_core.services.streaming import (
     channels_last_inference,
     chunk_multiple,
     set_streaming,

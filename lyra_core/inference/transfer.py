@@ -22,9 +22,9 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.inference.files import AudioOutput, output_paths
-from lyra_core.runs.audio import make_folder, read_audio_source
-from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio
-from lyra_core.runs.model import LoadedModel
+from lyra_core.services.audio import make_folder, read_audio_source
+from lyra_core.services.chunking import Chunking, decode_latent, encode_audio
+from lyra_core.services.model import LoadedModel
 
 CONTROLS = ("f0", "loudness")
 MAX_TIMBRE_EXAMPLES = 256  # validation examples averaged for the default timbre

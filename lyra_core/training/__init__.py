@@ -9,14 +9,14 @@ from typing import Any
 
 from lyra_core import __version__
 from lyra_core.context import BuildContext
+from lyra_core.discovery import Plugins
 from lyra_core.errors import LyraError
 from lyra_core.experiment import ExperimentSpec, default_tracker
 from lyra_core.interfaces import RUN_DIR_TAG, Tracker
 from lyra_core.loader import apply_overrides, load_spec, resolved, validate_data
-from lyra_core.plugins import Plugins
-from lyra_core.runs.atomic import write_text
-from lyra_core.runs.rundir import RunDir, spec_hash, versions
-from lyra_core.runs.tracking import flatten
+from lyra_core.services.atomic import write_text
+from lyra_core.services.rundir import RunDir, spec_hash, versions
+from lyra_core.services.tracking import flatten
 from lyra_core.training import distributed
 from lyra_core.training.engine import Trainer
 

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from lyra_core.errors import LyraError
-from lyra_core.runs.device import pick_device
+from lyra_core.services.device import pick_device
 
 
 @attrs.frozen

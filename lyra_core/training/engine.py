@@ -13,7 +13,7 @@ Ctrl-C and SIGTERM are turned into a flag checked between steps, so the checkpoi
 the way out is always a consistent step boundary.
 
 When a write fails (a full disk, a read-only or vanished folder: a WriteError of
-lyra_core.runs.atomic), the run stops. A checkpoint that cannot be written stops it at once,
+lyra_core.services.atomic), the run stops. A checkpoint that cannot be written stops it at once,
 before it trains past what it would lose. Any other write (a metrics or log line, a validation
 example, a cache file) is not skipped: the run first saves a checkpoint of the step it reached,
 if the disk takes it, then stops, since going on would leave steps out of `metrics.jsonl` and
@@ -36,15 +36,15 @@ import attrs
 import torch
 from torch import nn
 
+from lyra_core.discovery import Plugins
 from lyra_core.errors import LyraError, WriteError
 from lyra_core.experiment import ExperimentSpec
 from lyra_core.interfaces import Tracker
-from lyra_core.plugins import Plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.metrics import distance_losses
-from lyra_core.runs.rundir import RunDir
-from lyra_core.runs.tracking import SafeTracker
 from lyra_core.seeds import derive_seed
+from lyra_core.services import checkpoint
+from lyra_core.services.metrics import distance_losses
+from lyra_core.services.rundir import RunDir
+from lyra_core.services.tracking import SafeTracker
 from lyra_core.training import distributed, validation
 from lyra_core.training.budget import Budget
 from lyra_core.training.data import Position, batch_stream
@@ -201,7 +201,7 @@ class Trainer:
 
     def _initialise(self, source: str) -> None:
         """Start from another checkpoint's model weights (fine-tuning, `lyra import`)."""
-        from lyra_core.runs.model import find_checkpoint
+        from lyra_core.services.model import find_checkpoint
 
         path = find_checkpoint(source, self.plugins.registry)
         state = checkpoint.load(path, map_location=self.dist.device)

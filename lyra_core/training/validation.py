@@ -1,7 +1,7 @@
 """Validation: every loss, the mel and STFT distances, SI-SDR, plugin metrics, audio examples.
 
 Each metric is reported once, as `val/NAME`: every training loss, and the distances of
-lyra_core.runs.metrics (`mel_distance`, `stft_distance`, `si_sdr`) as `lyra evaluate` and
+lyra_core.services.metrics (`mel_distance`, `stft_distance`, `si_sdr`) as `lyra evaluate` and
 `lyra reconstruct` compute them. Audio examples are a few seconds long: consecutive validation
 segments, each reconstructed as the model sees it in training, played one after another.
 """
@@ -20,8 +20,8 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from lyra_core.runs.atomic import write_bytes, writing
-from lyra_core.runs.metrics import si_sdr
+from lyra_core.services.atomic import write_bytes, writing
+from lyra_core.services.metrics import si_sdr
 
 KEEP_FRAMES = 1 << 21  # validation audio kept for examples (per channel; ~47 s at 44.1 kHz)
 EXAMPLE_SECONDS = (2.0, 4.0)  # an example's length: at least, and at most when there is plenty
@@ -90,7 +90,7 @@ def write_examples(
     folder: Path, target: torch.Tensor, recon: torch.Tensor, sample_rate: int, count: int
 ) -> list[Path]:
     """WAV files (original and reconstruction) and a spectrogram PNG per example, each
-    rendered in memory and written whole (lyra_core.runs.atomic).
+    rendered in memory and written whole (lyra_core.services.atomic).
 
     `target` and `recon` are [N, C, T] segments; an example joins consecutive ones (see
     `segments_per_example`); with fewer segments than one example needs, all of them make one.

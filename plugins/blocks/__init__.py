@@ -10,7 +10,7 @@ windowed attention block `local_attention` lives in plugins/attention.py.
 `causal` (or the model's `causal`, through the build context) builds every conv of a block in
 its causal, streamable form (plugins/causal.py): padded on the left only, transposed convs
 overlap-added between chunks. Every conv built here is a `FastConv`: switched by
-`lyra_core.runs.streaming.channels_last_inference`, it runs oneDNN's channels-last path at
+`lyra_core.services.streaming.channels_last_inference`, it runs oneDNN's channels-last path at
 inference (causal.py).
 """
 

@@ -14,7 +14,7 @@ chunks (each a multiple of the layer's stride) gives exactly the offline output:
 Inference speed: at batch 1 on the CPU, PyTorch runs conv1d through its im2col + GEMM path,
 several times slower here than oneDNN's direct kernels, which it picks for a channels-last
 conv2d. `FastConv.use_channels_last` (run on every layer by `Stream` and the streaming export,
-through `lyra_core.runs.streaming.channels_last_inference`) lays the layer's weight out
+through `lyra_core.services.streaming.channels_last_inference`) lays the layer's weight out
 channels-last in place (same values, same parameter) and switches it to that conv2d of height 1
 whenever no gradient is recorded (`torch.no_grad`, `torch.inference_mode`, tracing for the
 export) on the CPU: the same output to float rounding. With gradients (training) every layer

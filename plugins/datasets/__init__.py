@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from lyra_core import BuildContext, LyraError, hookimpl, param
-from lyra_core.runs.atomic import atomic_write
+from lyra_core.services.atomic import atomic_write
 from lyra_core.validators import MAX_COUNT, MAX_SAMPLES, MAX_WORKERS, between, fraction, size
 from lyra_plugins.datasets.audio_io import AUDIO_EXTENSIONS
 from lyra_plugins.datasets.cache import (

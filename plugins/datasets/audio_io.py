@@ -1,6 +1,6 @@
 """Reading audio files for datasets: the core's decoder and channel rule.
 
-The channel rule and resampling are `lyra_core.runs.audio`' (shared with inference).
+The channel rule and resampling are `lyra_core.services.audio`' (shared with inference).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lyra_core.runs.audio import (
+from lyra_core.services.audio import (
     AUDIO_EXTENSIONS,
     AudioReadError,
     convert_channels,

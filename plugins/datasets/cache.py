@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from lyra_core.runs.atomic import atomic_write, remove_temporaries, write_text, writing
+from lyra_core.services.atomic import atomic_write, remove_temporaries, write_text, writing
 from lyra_plugins.datasets.audio_io import AudioReadError, load
 
 VERSION = 1

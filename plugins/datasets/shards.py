@@ -45,8 +45,8 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from lyra_core import BuildContext, LyraError, param
-from lyra_core.runs.atomic import atomic_write, write_text
 from lyra_core.seeds import derive_seed
+from lyra_core.services.atomic import atomic_write, write_text
 from lyra_core.validators import EachCheck, size
 from lyra_plugins.datasets import SPLITS, AudioFolderSpec, FolderDataset, Split, _check_split
 

@@ -29,14 +29,14 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from lyra_core.context import BuildContext
+from lyra_core.discovery import Plugins
 from lyra_core.errors import LyraError
 from lyra_core.experiment import DEFAULT_TRACKER, ExperimentSpec, default_tracker
 from lyra_core.interfaces import AudioModel, Bottleneck, Prior, QuantizingBottleneck
 from lyra_core.loader import resolved, validate_data
-from lyra_core.plugins import Plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.device import pick_device
-from lyra_core.runs.rundir import spec_hash
+from lyra_core.services import checkpoint
+from lyra_core.services.device import pick_device
+from lyra_core.services.rundir import spec_hash
 
 WEIGHTS = ("ema", "raw")  # the moving average (training.ema), the trained weights
 
@@ -353,7 +353,7 @@ def save_model(
 ) -> Path:
     """Write `model`'s weights with `spec` as `run`/checkpoints/last.pt, a checkpoint
     `load_model` loads like a trained run's (e.g. an untrained model to benchmark or test);
-    `plugins` are the versions `lyra_core.plugins.Plugins.versions()` gives."""
+    `plugins` are the versions `lyra_core.discovery.Plugins.versions()` gives."""
     state = {
         "format": checkpoint.FORMAT,
         "model": model.state_dict(),

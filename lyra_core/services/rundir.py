@@ -8,7 +8,7 @@ runs/NAME-YYYYmmdd-HHMMSS/
     checkpoints/last.pt  step-NNNNNNN.pt (the newest K)  best.pt
     validation/step-NNNNNNN/  WAV examples and spectrogram PNGs
 
-Every file is written through lyra_core.runs.atomic: whole or not at all, and a full disk is a
+Every file is written through lyra_core.services.atomic: whole or not at all, and a full disk is a
 WriteError. A resume first checks that the disk has room for one more checkpoint.
 """
 
@@ -29,10 +29,10 @@ import attrs
 import torch
 
 from lyra_core import __version__
+from lyra_core.discovery import Plugins
 from lyra_core.errors import LyraError, WriteError
-from lyra_core.plugins import Plugins
-from lyra_core.runs import checkpoint
-from lyra_core.runs.atomic import (
+from lyra_core.services import checkpoint
+from lyra_core.services.atomic import (
     append_line,
     free_bytes,
     remove_temporaries,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lyra_core.errors import LyraError
-from lyra_core.runs.atomic import atomic_write
+from lyra_core.services.atomic import atomic_write
 
 FORMAT = 1
 EMA = "ema"  # the key of the weights' moving average

@@ -33,8 +33,8 @@ from lyra_core.context import BuildContext
 from lyra_core.errors import LyraError
 from lyra_core.interfaces import ModelOutput
 from lyra_core.registry import Registry
-from lyra_core.runs.audio import resample
-from lyra_core.runs.model import LoadedModel
+from lyra_core.services.audio import resample
+from lyra_core.services.model import LoadedModel
 
 # The registered losses, and their settings, that are DAC's evaluation distances.
 DISTANCES: dict[str, tuple[str, dict[str, Any]]] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lyra_core.interfaces import Tracker
-from lyra_core.runs.atomic import append_line
+from lyra_core.services.atomic import append_line
 
 
 class SafeTracker:

@@ -22,7 +22,7 @@ import torch
 from lyra_core.errors import LyraError
 
 if TYPE_CHECKING:
-    from lyra_core.runs.model import LoadedModel
+    from lyra_core.services.model import LoadedModel
 
 
 def crossfade(length: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ import torch
 import torchaudio.functional as AF
 
 from lyra_core.errors import LyraError
-from lyra_core.runs.atomic import write_bytes
+from lyra_core.services.atomic import write_bytes
 
 BitDepth = Literal["16", "24", "float"]
 BIT_DEPTHS: tuple[str, ...] = ("16", "24", "float")

@@ -13,7 +13,7 @@ What is quantized:
 The symbols are range-coded (constriction) with a registered entropy model (`entropy_model`
 kind, `plugins/entropy.py`) fitted to up to `MAX_FIT_EXAMPLES` of the run's training examples.
 The fit (the grid and the model's tables) is cached in `RUN/compress/NAME.npz` (plain arrays,
-read without pickle) and made again when the checkpoint changes. `lyra_core.runs.bitstream`
+read without pickle) and made again when the checkpoint changes. `lyra_core.services.bitstream`
 holds the file layout.
 """
 
@@ -32,8 +32,8 @@ import torch
 
 from lyra_core.errors import LyraError
 from lyra_core.interfaces import EntropyModel, SymbolSpace
-from lyra_core.runs.atomic import atomic_write
-from lyra_core.runs.bitstream import (
+from lyra_core.services.atomic import atomic_write
+from lyra_core.services.bitstream import (
     CODES,
     GRID,
     Header,
@@ -43,8 +43,8 @@ from lyra_core.runs.bitstream import (
     read_header,
     short_id,
 )
-from lyra_core.runs.chunking import Chunking, decode_latent, encode_audio, encode_codes
-from lyra_core.runs.model import LoadedModel
+from lyra_core.services.chunking import Chunking, decode_latent, encode_audio, encode_codes
+from lyra_core.services.model import LoadedModel
 
 DEFAULT_ENTROPY_MODEL = "factorized"
 DEFAULT_STEP = 0.2  # standard deviations: within a few % of 8-bit quality at a third of its rate
