@@ -27,6 +27,7 @@ from lyra_core.loader import load_spec
 from lyra_core.services.chunking import decode_latent, encode_audio
 from lyra_core.services.compress import ChunkCoder, open_codec
 from lyra_core.services.model import load_model, save_model
+from lyra_core.testing import torch_threads
 
 SPEC = Path(__file__).resolve().parent.parent / "experiments" / "small_data.json"
 SECONDS = 10.0
@@ -57,10 +58,8 @@ def audio(codec) -> torch.Tensor:
 
 @pytest.fixture
 def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def record(benchmark, name: str) -> None:

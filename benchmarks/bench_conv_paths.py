@@ -15,6 +15,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lyra_core.testing import torch_threads
 from lyra_plugins.blocks import conv
 
 # (name, in, out, kernel, stride, dilation, transposed, frames in)
@@ -46,14 +47,9 @@ def test_conv_path(benchmark, spec, path):
         assert net.use_channels_last()
     x = torch.randn(1, spec[1], spec[-1], generator=torch.Generator().manual_seed(0))
     benchmark.group = f"conv layer {spec[0]}, batch 1, 1 thread"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            net(x)  # oneDNN builds its primitive on the first call
-            y = benchmark(net, x)
-    finally:
-        torch.set_num_threads(previous)
+    with torch_threads(1), torch.inference_mode():
+        net(x)  # oneDNN builds its primitive on the first call
+        y = benchmark(net, x)
     assert torch.isfinite(y).all()
     benchmark.extra_info["shape"] = list(spec[1:])
     stats = getattr(benchmark, "stats", None)

@@ -34,6 +34,7 @@ from lyra_core.inference.stream_export import build_streaming_torchscript
 from lyra_core.loader import validate_data
 from lyra_core.services.model import LoadedModel, load_model, save_model
 from lyra_core.services.streaming import Latency, Stream
+from lyra_core.testing import torch_threads
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 SPECS = {"demo": EXPERIMENTS / "snake_pqmf.json", "rave_v2": EXPERIMENTS / "reference/rave_v2.json"}
@@ -91,9 +92,7 @@ def test_streaming_decode_realtime_factor(
     smoke = request.config.getoption("benchmark_disable")
     loaded = loaded_model(name, mode != "offline", smoke, tmp_path_factory.getbasetemp())
     benchmark.group = f"streaming decode, {name}, {CHUNK}-sample chunks, batch 1"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         decode = decoder_for(mode, loaded, (name, smoke))
         frames = CHUNK // loaded.hop_length
         z = torch.randn(
@@ -103,8 +102,6 @@ def test_streaming_decode_realtime_factor(
             decode(z)  # warm up (oneDNN primitives, TorchScript's profiling runs)
             decode(z)
             y = benchmark(decode, z)
-    finally:
-        torch.set_num_threads(previous)
     assert y.shape == (1, loaded.channels, CHUNK) and torch.isfinite(y).all()
     record(benchmark, loaded, name, mode, threads)
 

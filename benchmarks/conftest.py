@@ -5,19 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import torch
 
 from lyra_core.testing import peak_allocated_bytes as probe
+from lyra_core.testing import torch_threads
 
 THREADS = 2
 
 
 @pytest.fixture(autouse=True)
 def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(THREADS):
+        yield
 
 
 @pytest.fixture

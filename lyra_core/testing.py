@@ -16,11 +16,13 @@ runs the built module on its kind's example input and checks the kind's contract
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jsonschema
 import pytest
+import torch
 
 from lyra_core.context import BuildContext
 from lyra_core.contracts import CONTRACTS, ContractError
@@ -95,6 +97,18 @@ def peak_allocated_bytes(fn: Callable[[], object]) -> int:
         live += event.nbytes()
         peak = max(peak, live)
     return peak
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on `n` intra-op threads (tiny models run fastest on one: more threads spin
+    waiting for each other on a busy CPU), then restore the count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from torch import nn
 
 from lyra_core import ActivationRef, BuildContext, hookimpl, param
 from lyra_core.discovery import Plugins, load_plugins
+from lyra_core.testing import torch_threads
 
 SYSTEM_PACKAGES = Path(__file__).resolve().parents[1] / "tools" / "system_packages.sh"
 
@@ -77,11 +78,8 @@ def tiny_spec() -> dict:
 def small_and_eager():
     """Tiny tensors: one intra-op thread avoids OpenMP's overhead on a busy 2-core machine, and
     eager kernels avoid compiling (for tests about shapes and wiring, not speed)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.compiler.set_stance("force_eager"):
+    with torch_threads(1), torch.compiler.set_stance("force_eager"):
         yield
-    torch.set_num_threads(threads)
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from lyra_core.discovery import load_plugins
 from lyra_core.loader import validate_data
 from lyra_core.schema import experiment_schema
 from lyra_core.spec import structure
-from lyra_core.testing import peak_allocated_bytes
+from lyra_core.testing import peak_allocated_bytes, torch_threads
 from tests.helpers import EAGER_SNAKE, coder
 
 REGISTRY = load_plugins().registry
@@ -32,11 +32,8 @@ class _Holder:
 def small_and_eager() -> Iterator[None]:
     """One thread, and torch.compile'd functions run eagerly: the fused Snake keeps its own
     autograd Function but skips compiling its kernels (the benchmark runs them compiled)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with torch.compiler.set_stance("force_eager"):
+    with torch_threads(1), torch.compiler.set_stance("force_eager"):
         yield
-    torch.set_num_threads(threads)
 
 
 def coders(checkpoint: bool, variant: str) -> tuple[dict, dict]:

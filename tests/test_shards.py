@@ -23,6 +23,7 @@ from lyra_core.errors import LyraError
 from lyra_core.loader import load_spec, resolved
 from lyra_core.services.checkpoint import load
 from lyra_core.services.rundir import spec_hash
+from lyra_core.testing import torch_threads
 from lyra_core.training import train
 from lyra_core.training.data import Position, batch_stream
 from lyra_plugins.datasets import SyntheticSpec
@@ -408,11 +409,8 @@ def test_too_few_examples_for_a_batch(synthetic_shards):
 
 @pytest.fixture
 def one_thread():
-    """Tiny models train fastest on one thread (more spin-wait for each other on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_lyra_run_trains_on_shards_and_resumes_exactly(tmp_path, one_thread):

@@ -3,7 +3,7 @@
 A dataset component takes part by having methods: `prepare(ctx) -> str` and `stats(ctx) -> str`
 (a report to print), and, for `synth`, the `synthetic` dataset's `export(ctx, directory,
 seconds) -> list[Path]`. `prepare --shards DIR` hands the spec's dataset to the `shards`
-dataset's `write(source, ctx, directory, shard_mb, examples_per_shard, about) -> str`.
+dataset's `write(source, ctx, directory, shard_mb=, examples_per_shard=, about=) -> str`.
 Nothing here imports a plugin.
 """
 
@@ -64,9 +64,8 @@ def write_shards(
     data = resolved(spec, registry)["data"]
     about = {"data_spec_hash": spec_hash(data), "dataset": data["dataset"]}
     writer = registry.get("dataset", "shards").spec.write
-    return report + writer(
-        spec.data.dataset, ctx, Path(directory), shard_mb, examples_per_shard, about
-    )
+    sizes = {"shard_mb": shard_mb, "examples_per_shard": examples_per_shard}
+    return report + writer(spec.data.dataset, ctx, Path(directory), **sizes, about=about)
 
 
 def synth(

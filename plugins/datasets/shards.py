@@ -716,14 +716,7 @@ class ShardsSpec:
         return "\n".join(lines) + "\n"
 
     @staticmethod
-    def write(
-        source: Any,
-        ctx: BuildContext,
-        directory: Path,
-        shard_mb: float | None = None,
-        examples_per_shard: int | None = None,
-        about: dict[str, Any] | None = None,
-    ) -> str:
-        """`lyra data prepare --shards`: write `source`'s splits as shards; the report."""
-        index = write_shards(source, ctx, directory, shard_mb, examples_per_shard, about)
-        return shards_report(index, directory)
+    def write(source: Any, ctx: BuildContext, directory: Path, **options: Any) -> str:
+        """`lyra data prepare --shards`: write `source`'s splits as shards (`options`: those of
+        `write_shards`); the report."""
+        return shards_report(write_shards(source, ctx, directory, **options), directory)
