@@ -5,10 +5,7 @@ accumulated batch the generator step runs the model and weighs its losses, the d
 step (when the phase trains it) updates the discriminator and gives the generator its
 adversarial terms, and the generator backpropagates them all; then the generator updates.
 
-State that a checkpoint carries: model, optimizer, scheduler and grad-scaler states, the step,
-every RNG (global and augmentation), the data position, the best metric, the resolved spec and,
-with `training.ema`, the weights' moving average (`ema`), which validation and the 'best'
-checkpoint judge (see lyra_core.training.ema).
+What a checkpoint holds, and how a run continues from it, is in lyra_core.training.resume.
 Ctrl-C and SIGTERM are turned into a flag checked between steps, so the checkpoint written on
 the way out is always a consistent step boundary.
 
@@ -52,6 +49,7 @@ from lyra_core.training.distributed import Dist
 from lyra_core.training.ema import WeightAverage
 from lyra_core.training.phases import Phase, PhaseSchedule
 from lyra_core.training.progress import Progress
+from lyra_core.training.resume import initialise, restore, training_state
 from lyra_core.training.steps import (
     DiscriminatorStep,
     GeneratorStep,
@@ -59,9 +57,6 @@ from lyra_core.training.steps import (
     WeightedLoss,
     loss_names,
 )
-
-# What a checkpoint must hold for a resume to continue exactly (lyra import writes weights only).
-RESUME_STATE = ("model", "optimizer", "rng", "augment_rng", "data", "step", "best", "nonfinite")
 
 
 class Interrupted(Exception):
@@ -161,11 +156,11 @@ class Trainer:
     def _start(self, resume: bool, init: str | None) -> None:
         """Continue from the run's last checkpoint, start from `init`'s weights, or fresh."""
         if resume:
-            self._restore(checkpoint.load(self.dir.last, map_location=self.dist.device))
+            restore(self, checkpoint.load(self.dir.last, map_location=self.dist.device))
             if self.dist.main:  # records after the checkpoint are logged again
                 self.dir.drop_metrics_after(self.step)
         elif init:
-            self._initialise(init)
+            initialise(self, init)
         if not resume and self.dist.rank:  # the same init, per-rank noise
             torch.manual_seed(derive_seed(self.spec.seed, "rank", self.dist.rank))
 
@@ -178,83 +173,12 @@ class Trainer:
             module, device_ids=[self.dist.device] if cuda else None
         )
 
-    # -- state -------------------------------------------------------------------------------
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "format": checkpoint.FORMAT,
-            "step": self.step,
-            "model": self.model.state_dict(),
-            **self.generator.state_dict(),  # optimizer, scheduler, scaler, balancer
-            "rng": checkpoint.rng_state(),
-            "augment_rng": self.aug_gen.get_state(),
-            "data": {"epoch": self.position.epoch, "offset": self.position.offset},
-            "best": self.best,
-            "nonfinite": self.nonfinite,
-            "budget_seconds": self.budget.seconds(),
-            "adversarial": self.discriminator.state_dict() if self.discriminator else None,
-            checkpoint.EMA: self.ema.state_dict() if self.ema else None,
-            "spec": self.dir.spec_text(),
-            "plugins": self.plugins.versions(),
-            "world": self.dist.world,
-        }
-
-    def _initialise(self, source: str) -> None:
-        """Start from another checkpoint's model weights (fine-tuning, `lyra import`)."""
-        from lyra_core.services.model import find_checkpoint
-
-        path = find_checkpoint(source, self.plugins.registry)
-        state = checkpoint.load(path, map_location=self.dist.device)
-        try:
-            self.model.load_state_dict(state["model"])
-        except (KeyError, RuntimeError) as exc:
-            raise LyraError(
-                f"--init {source}: its weights do not fit this spec's model ({exc}); "
-                "initialise from a run of the same model spec"
-            ) from exc
-        if self.ema:
-            self.ema.copy_from(self.model)
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        missing = [key for key in RESUME_STATE if key not in state]
-        if missing:
-            raise LyraError(
-                f"{self.dir.last}: has no {', '.join(missing)} state to resume from (written by "
-                "lyra import or another tool?); start a new run from its weights with --init"
-            )
-        self.dist.check_resume(state.get("world"), self.dir.last)
-        self.model.load_state_dict(state["model"])
-        self.generator.load_state_dict(state)
-        checkpoint.set_rng_state(state["rng"])
-        self.aug_gen.set_state(state["augment_rng"])
-        self.position = Position(**state["data"])
-        self.step, self.best, self.nonfinite = state["step"], state["best"], state["nonfinite"]
-        self.saved = self.step
-        self.budget.spent = float(state.get("budget_seconds", 0.0))
-        if self.discriminator and state["adversarial"]:
-            self.discriminator.load_state_dict(state["adversarial"])
-        self._restore_ema(state.get(checkpoint.EMA))
-
-    def _restore_ema(self, saved: dict[str, torch.Tensor] | None) -> None:
-        """The checkpoint's average; one that has none (EMA newly set) starts from its weights."""
-        if self.ema is None:
-            return
-        if saved is None:
-            self.ema.copy_from(self.model)
-            self.say(f"training.ema: {self.dir.last} has no average; it starts from these weights")
-            return
-        try:
-            self.ema.load_state_dict(saved)
-        except (KeyError, RuntimeError) as exc:
-            raise LyraError(
-                f"{self.dir.last}: its '{checkpoint.EMA}' weights do not fit the model ({exc}); "
-                "resume with the run's own model spec"
-            ) from exc
+    # -- checkpoints (what they hold and how a run continues: training/resume.py) ------------
 
     def save(self, best: bool = False) -> None:
         if not self.dist.main:
             return
-        state = self._state()
+        state = training_state(self)
         path = self.dir.save(state, self.step, self.spec.training.keep_checkpoints, best)
         self.saved = self.saved if best else self.step
         self.hook.lyra_on_checkpoint(run=self.run, step=self.step, path=path)
