@@ -119,12 +119,7 @@ class Registry:
         try:
             return self._components[kind][name]
         except KeyError:
-            hint = ""
-            if self.unavailable_plugins:
-                hint = (
-                    f"\n  (is the plugin installed and enabled? not loaded: "
-                    f"{', '.join(self.unavailable_plugins)}; see `lyra plugins`)"
-                )
+            hint = f"\n  ({self._not_loaded()})" if self.unavailable_plugins else ""
             raise UnknownComponentError(kind, name, self._components[kind], hint) from None
 
     def name_of(self, spec: object) -> tuple[str, str]:
@@ -133,7 +128,16 @@ class Registry:
         try:
             return self._names[cls]
         except KeyError:
-            raise LyraError(f"{cls.__qualname__} is not a registered component") from None
+            where = f"{cls.__qualname__} (from {cls.__module__})"
+            if self.unavailable_plugins:
+                raise LyraError(f"{where} is not registered: {self._not_loaded()}") from None
+            raise LyraError(f"{where} is not a registered component") from None
+
+    def _not_loaded(self) -> str:
+        return (
+            f"is the plugin installed and enabled? not loaded: "
+            f"{', '.join(self.unavailable_plugins)}; see `lyra plugins`"
+        )
 
 
 @attrs.frozen

@@ -116,6 +116,19 @@ def test_disable_by_env(site, monkeypatch):
     assert "optimizers (disabled)" in str(info.value)
 
 
+def test_a_spec_using_a_disabled_plugins_component_says_which_plugin(capsys, monkeypatch):
+    """Blocks default to Snake: with the activations plugin off, the spec cannot be written out,
+    and the error names the class, its module and the plugin that is not loaded."""
+    from lyra_core.cli import main
+
+    monkeypatch.setenv("LYRA_DISABLE_PLUGINS", "activations")
+    spec = Path(__file__).parents[1] / "experiments" / "snake_pqmf.json"
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "SnakeSpec (from lyra_plugins.activations) is not registered" in err
+    assert "not loaded: activations (disabled); see `lyra plugins`" in err
+
+
 def test_plugins_can_add_kinds_used_by_other_plugins():
     @attrs.frozen
     class Thing:
