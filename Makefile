@@ -44,7 +44,7 @@ demo: $(STAMP) system-packages
 		$(BIN)/lyra run experiments/snake_pqmf.json $(DEMO_ARGS); \
 	fi
 
-# Saves to .benchmarks/; `lyra bench --write README.md` then refreshes the README's table.
+# Saves to .benchmarks/; `make bench-compare` (or `lyra bench --compare`) compares a later run with it.
 bench: $(STAMP)
 	$(BIN)/pytest benchmarks --benchmark-only --benchmark-autosave -q
 
