@@ -312,28 +312,23 @@ def test_tracking_server_dying_mid_run_loses_nothing(tmp_path):
         server.wait()
 
 
-def test_ddp_two_cpu_processes_match_one(tmp_path):
-    spec = write_spec(tmp_path, training={"steps": 3, "checkpoint_every": 1000})
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    two = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            str(DRIVER),
-            str(spec),
-            str(tmp_path / "ddp"),
-            "--dump-params",
-            str(tmp_path / "ddp_params"),
-        ],
+def torchrun(*args: str) -> subprocess.CompletedProcess:
+    """The driver in two gloo processes on this machine, one thread each."""
+    launcher = Path(sys.executable).with_name("torchrun")
+    return subprocess.run(
+        [str(launcher), "--standalone", "--nproc_per_node=2", str(DRIVER), *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
         timeout=300,
     )
+
+
+def test_ddp_two_cpu_processes_match_one(tmp_path):
+    spec = write_spec(tmp_path, training={"steps": 3, "checkpoint_every": 1000})
+    two = torchrun(str(spec), str(tmp_path / "ddp"), "--dump-params", str(tmp_path / "ddp_params"))
     assert two.returncode == 0, two.stderr[-3000:]
-    one = driver(str(spec), str(tmp_path / "single"), env=env)
+    one = driver(str(spec), str(tmp_path / "single"), env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert one.returncode == 0, one.stderr
     rank0 = torch.load(tmp_path / "ddp_params.0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "ddp_params.1.pt", weights_only=True)
@@ -347,3 +342,23 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
     # Same global batch, same data order, same init: the losses agree (up to the
     # reparameterisation noise, which differs per rank).
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=0.05)
+
+
+def test_ddp_run_stopped_by_sigterm_resumes_exactly(tmp_path):
+    """SIGTERM to torchrun (a cluster's pre-emption) reaches both processes: they stop together
+    at a step boundary and the main one saves; resumed, the run ends with the weights of a run
+    never stopped, each process's noise (the VAE samples per rank) continuing exactly."""
+    steps = 20
+    spec = write_spec(tmp_path, training={"steps": steps, "checkpoint_every": 1000})
+    full = torchrun(str(spec), str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    stopped = torchrun(str(spec), str(tmp_path / "stopped"), "--term-launcher-at", "3")
+    assert stopped.returncode != 0  # torchrun itself was stopped by the signal
+    assert "SIGTERM: stopping after this step and saving a checkpoint" in stopped.stderr
+    assert 3 <= load(tmp_path / "stopped" / "checkpoints" / "last.pt")["step"] < steps
+    resumed = torchrun(str(spec), str(tmp_path / "stopped"), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full_params, resumed_params = params_of(tmp_path / "full"), params_of(tmp_path / "stopped")
+    assert load(tmp_path / "stopped" / "checkpoints" / "last.pt")["step"] == steps
+    for key, value in full_params.items():
+        assert torch.equal(value, resumed_params[key]), key

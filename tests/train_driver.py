@@ -1,11 +1,13 @@
 """Runs `lyra run` in a subprocess with test-only hooks (not collected by pytest).
 
     python train_driver.py SPEC RUN_DIR [--resume] [--kill-after-checkpoint STEP]
-        [--stop-server-at STEP PGID] [--dump-params PATH] [--set k=v ...]
+        [--stop-server-at STEP PGID] [--term-launcher-at STEP] [--dump-params PATH]
+        [--set k=v ...]
 
 `--kill-after-checkpoint` SIGKILLs this process right after the checkpoint of STEP is written;
-`--stop-server-at` kills a tracking server's process group at STEP; `--dump-params` saves each
-rank's final parameters to PATH.RANK.pt.
+`--stop-server-at` kills a tracking server's process group at STEP; `--term-launcher-at` has rank
+0 send SIGTERM to its launcher (torchrun, which passes it to every process) at STEP, as a
+cluster's pre-emption does; `--dump-params` saves each rank's final parameters to PATH.RANK.pt.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ parser.add_argument("run_dir")
 parser.add_argument("--resume", action="store_true")
 parser.add_argument("--kill-after-checkpoint", type=int)
 parser.add_argument("--stop-server-at", nargs=2, type=int)
+parser.add_argument("--term-launcher-at", type=int)
 parser.add_argument("--dump-params")
 parser.add_argument("--set", action="append", default=[])
 args = parser.parse_args()
@@ -44,6 +47,8 @@ def lyra_on_checkpoint(run, step, path):
 def lyra_on_step_end(run, step, metrics):
     if args.stop_server_at and step == args.stop_server_at[0]:
         os.killpg(args.stop_server_at[1], signal.SIGKILL)
+    if step == args.term_launcher_at and os.environ.get("RANK") == "0":
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 @hookimpl

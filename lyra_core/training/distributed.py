@@ -45,6 +45,10 @@ class Dist:
         dist.all_reduce(t)
         return float(t) / self.world
 
+    def any(self, flag: bool) -> bool:
+        """Whether `flag` is set on any process (every process gets the same answer)."""
+        return self.mean(float(flag)) > 0
+
     @contextlib.contextmanager
     def local_first(self) -> Iterator[None]:
         """The block on each node's local rank 0 first (it fills the node's caches), then on
@@ -77,14 +81,15 @@ def env_rank() -> int:
 
 
 def setup(requested: str) -> Dist:
-    """Join the torchrun process group if WORLD_SIZE > 1 (NCCL on CUDA, gloo on the CPU)."""
+    """Join the torchrun process group if WORLD_SIZE > 1: NCCL for CUDA tensors, gloo for CPU
+    ones (the scalars `mean` reduces are CPU tensors, which NCCL alone refuses)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(requested, local_rank)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return Dist(env_rank(), world, local_rank, device)
 
 

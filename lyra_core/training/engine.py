@@ -190,6 +190,7 @@ class Trainer:
 
     def train_step(self, batches: Iterator[torch.Tensor], usable: int) -> dict[str, float] | None:
         """One optimizer step over `accumulate` batches; None if it was skipped (non-finite)."""
+        self._seed_step()
         phase = self.schedule.enter(self.step)
         self.generator.enter(phase)
         means = StepMeans(self.spec.training.accumulate)
@@ -204,6 +205,14 @@ class Trainer:
             self.ema.update(self.model, self.step + 1)  # the loop counts the step after this
         extra = {"grad_norm": norm, "lr": self.generator.lr}
         return self.schedule.metrics(phase) | means.values | extra
+
+    def _seed_step(self) -> None:
+        """A step's noise (the model's and the augmentations') is drawn from streams seeded by
+        (seed, rank, step): a resume continues every process's noise exactly, though the
+        checkpoint holds the main process's RNG state only."""
+        seed, rank = self.spec.seed, self.dist.rank
+        torch.manual_seed(derive_seed(seed, "step", rank, self.step))
+        self.aug_gen.manual_seed(derive_seed(seed, "augment", rank, self.step))
 
     def _next_batch(self, batches: Iterator[torch.Tensor], usable: int) -> torch.Tensor:
         started = time.perf_counter()
@@ -271,8 +280,8 @@ class Trainer:
         while self.step < t.steps:
             if self._out_of_time():
                 return
-            if self.stop_signal:
-                raise Interrupted(self.stop_signal)
+            if self.dist.any(self.stop_signal is not None):  # every process stops here
+                raise Interrupted(self.stop_signal or "a signal to another process")
             started, self.data_seconds = time.perf_counter(), 0.0
             values = self.train_step(batches, usable)
             if values is None:
@@ -359,20 +368,21 @@ class Trainer:
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
-        """Ctrl-C and SIGTERM set `stop_signal` (on the main process) while the block runs."""
+        """Ctrl-C and SIGTERM set `stop_signal` while the block runs, on every process (torchrun
+        and SLURM send SIGTERM to all of them; the main process says what happens)."""
 
         def handler(signum: int, _frame: Any) -> None:
             if self.stop_signal is not None:  # a second Ctrl-C stops at once
                 raise KeyboardInterrupt
             self.stop_signal = signal.Signals(signum).name
-            print(
-                f"\n{self.stop_signal}: stopping after this step and saving a checkpoint "
-                "(press Ctrl-C again to abort without one)",
-                file=sys.stderr,
-            )
+            if self.dist.main:
+                print(
+                    f"\n{self.stop_signal}: stopping after this step and saving a checkpoint "
+                    "(press Ctrl-C again to abort without one)",
+                    file=sys.stderr,
+                )
 
-        signals = (signal.SIGINT, signal.SIGTERM) if self.dist.main else ()
-        previous = {s: signal.signal(s, handler) for s in signals}
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:

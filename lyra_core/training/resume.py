@@ -6,6 +6,10 @@ discriminator's state, the resolved spec, the plugins' versions, the world size 
 `training.ema`, the weights' moving average (`ema`), which validation and the 'best' checkpoint
 judge (see lyra_core.training.ema). A piece of training state is added here, in `training_state` and
 `restore`, and nowhere else.
+
+Only the main process writes the checkpoint, so the RNG states in it are its own; every process
+reseeds its noise each step from (seed, rank, step) (`Trainer._seed_step`), which is what makes a
+resume exact on every process.
 """
 
 from __future__ import annotations
