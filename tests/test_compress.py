@@ -17,6 +17,7 @@ import torch
 from lyra_core.cli import main
 from lyra_core.discovery import load_plugins
 from lyra_core.errors import LyraError
+from lyra_core.inference.files import encode_codes
 from lyra_core.services import bitstream
 from lyra_core.services.compress import cross_entropy_bits, open_codec, step_for_kbps
 from lyra_core.services.model import load_model
@@ -26,6 +27,9 @@ from .test_inference import TINY
 
 RATE = TINY["data"]["sample_rate"]
 CODES = {"type": "residual_fsq", "dim": 4, "levels": [4, 4, 4, 4], "n_stages": 2}
+# SNAC's quantizer in small: three codebooks at 1/4, 1/2 and 1 code per latent frame.
+MULTI_SCALE = {"type": "rvq", "dim": 4, "n_codebooks": 3, "codebook_size": 16, "codebook_dim": 2}
+MULTI_SCALE |= {"strides": [4, 2, 1]}
 
 pytestmark = pytest.mark.usefixtures("small_and_eager")
 
@@ -44,7 +48,11 @@ def trained(folder: Path, name: str, bottleneck: dict | None = None) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("compress")
-    return {"latent": trained(folder, "latent"), "codes": trained(folder, "codes", CODES)}
+    return {
+        "latent": trained(folder, "latent"),
+        "codes": trained(folder, "codes", CODES),
+        "multi_scale": trained(folder, "multi_scale", MULTI_SCALE),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +129,28 @@ def test_codes_round_trip_and_are_coded_below_their_fixed_width(runs):
     assert len(data) * 8 < symbols.size * np.log2(loaded.quantizer.codebook_size)
     with pytest.raises(LyraError, match="operating point training fixed"):
         codec.encode(audio, 0.5)
+
+
+def test_multi_scale_codes_go_a_column_per_coarsest_frame_and_round_trip(runs):
+    """SNAC-like codes (1, 2 and 4 codes per coarsest frame) are 7 rows; the file decodes to
+    exactly the in-process decoding of the model's own codes."""
+    loaded = load_model(runs["multi_scale"], load_plugins(), "cpu")
+    codec = open_codec(loaded, log=lambda _: None)
+    audio = music(4.0)
+    _, codes = encode_codes(loaded, audio, codec.chunking)
+    coarse, middle, fine = (c[0].numpy() for c in codes)
+    symbols = codec.symbols(audio, 1.0)
+    assert symbols.shape == (7, coarse.size) and fine.size == 4 * coarse.size
+    assert np.array_equal(symbols[0], coarse) and np.array_equal(symbols[1], middle[0::2])
+    assert np.array_equal(symbols[6], fine[3::4])
+    with torch.inference_mode():
+        z = loaded.quantizer.dequantize([c.long() for c in codes])
+    assert torch.equal(codec.latent(symbols, 1.0), z)  # the rows give back the model's codes
+    data = codec.encode(audio)
+    decoded = codec.decode(data, "x")
+    assert decoded.shape == audio.shape
+    assert torch.equal(decoded, codec.decode_symbols(symbols, 1.0, audio.shape[-1]))
+    assert len(data) * 8 < symbols.size * np.log2(16)
 
 
 def test_the_fit_is_cached_with_the_run_and_refitted_for_a_new_checkpoint(runs, codec):

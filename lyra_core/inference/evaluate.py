@@ -56,28 +56,11 @@ class Transmission:
     precision: str
 
 
-def codes_per_frame(loaded: LoadedModel) -> list[float]:
-    """Per codebook, codes sent per latent frame (1 / its stride), probed through `quantize`."""
-    quantizer = loaded.quantizer
-    assert quantizer is not None
-    frames = quantizer.frame_multiple
-    probe = torch.zeros(1, _feature_channels(loaded), frames, device=loaded.device)
-    with torch.inference_mode():
-        _, codes, _ = quantizer.quantize(probe)
-    return [c.shape[-1] / frames for c in codes]
-
-
-def _feature_channels(loaded: LoadedModel) -> int:
-    audio = torch.zeros(1, loaded.channels, loaded.hop_length * loaded.frame_multiple)
-    with torch.inference_mode():
-        return int(loaded.model.features(audio.to(loaded.device)).shape[1])
-
-
 def transmission(loaded: LoadedModel, latent_bits: int | None = None) -> Transmission:
     frames_per_second = loaded.sample_rate / loaded.hop_length
     quantizer = loaded.quantizer
     if quantizer is not None:
-        per_frame = codes_per_frame(loaded)
+        per_frame = loaded.codes_per_frame
         bits = math.log2(quantizer.codebook_size)
         values = frames_per_second * sum(per_frame)
         what = f"{len(per_frame)} codebook(s) of {quantizer.codebook_size} codes"

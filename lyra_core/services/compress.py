@@ -171,11 +171,17 @@ class Codec:
             return self.loaded.latent_frames(frames * self.loaded.hop_length)
         return frames
 
+    def columns(self, length: int) -> int:
+        """Columns of symbols (frames of the coarsest codebook) a file of `length` samples is."""
+        if self.grid is None:
+            return round(self.frames(length) * min(self.loaded.codes_per_frame))
+        return self.frames(length)
+
     def symbols(self, audio: torch.Tensor, step: float) -> np.ndarray:
-        """Audio [1, C, T] as symbols [rows, frames]."""
+        """Audio [1, C, T] as symbols [rows, columns]."""
         if self.grid is None:
             _, codes = encode_codes(self.loaded, audio, self.chunking)
-            return codes_rows(self.loaded.name, [c[0].numpy() for c in codes])
+            return codes_rows([c[0].numpy() for c in codes])
         z = encode_audio(self.loaded, audio, self.chunking)[0].numpy()
         return self.grid.symbols(z, step)
 
@@ -185,7 +191,8 @@ class Codec:
             return torch.from_numpy(self.grid.values(symbols, step))[None]
         quantizer = self.loaded.quantizer
         assert quantizer is not None
-        codes = [torch.from_numpy(r.astype(np.int64))[None].to(self.loaded.device) for r in symbols]
+        rows = rows_codes(symbols, self.loaded.codes_per_frame)
+        codes = [torch.from_numpy(r.astype(np.int64))[None].to(self.loaded.device) for r in rows]
         with torch.inference_mode():
             return quantizer.dequantize(codes).cpu()
 
@@ -212,9 +219,11 @@ class Codec:
 
     @property
     def chunk_frames(self) -> int:
+        """Columns of symbols per chunk: about `CHUNK_SECONDS` of audio."""
         per_second = self.loaded.sample_rate / self.loaded.hop_length
-        multiple = self.loaded.frame_multiple if self.grid is None else 1
-        return max(1, math.ceil(CHUNK_SECONDS * per_second / multiple)) * multiple
+        if self.grid is None:
+            per_second *= min(self.loaded.codes_per_frame)
+        return max(1, math.ceil(CHUNK_SECONDS * per_second))
 
     @property
     def state_id(self) -> bytes:
@@ -246,7 +255,7 @@ class Codec:
         header = read_header(reader)
         self.check(header, name)
         step = header.step if header.quantization == GRID else 1.0
-        frames = self.frames(header.length)
+        frames = self.columns(header.length)
         space = self.space(step)
         coder = ChunkCoder(self, space, step)
         rows = np.zeros((space.rows, frames), dtype=np.int32)
@@ -313,13 +322,19 @@ class ChunkCoder:
                 row[start:end] = decoder.decode(model, end - start)
 
 
-def codes_rows(name: str, codes: list[np.ndarray]) -> np.ndarray:
-    if len({c.shape[-1] for c in codes}) > 1:
-        raise LyraError(
-            f"model '{name}': its codebooks run at different frame rates (a multi-scale "
-            "quantizer); .lyra files hold codebooks of one frame rate"
-        )
-    return np.stack(codes).astype(np.int32)
+def codes_rows(codes: list[np.ndarray]) -> np.ndarray:
+    """Codes [T_i] per codebook as symbol rows [rows, columns], a column per frame of the
+    coarsest codebook: a codebook at r times its rate (a multi-scale quantizer's finer ones)
+    is r rows, row p holding its codes p, p + r, p + 2r, ..."""
+    columns = min(c.shape[-1] for c in codes)
+    return np.concatenate([c.reshape(columns, -1).T for c in codes]).astype(np.int32)
+
+
+def rows_codes(rows: np.ndarray, codes_per_frame: list[float]) -> list[np.ndarray]:
+    """The inverse of `codes_rows`: each codebook's codes [T_i] from the symbol rows."""
+    slowest = min(codes_per_frame)
+    counts = [round(rate / slowest) for rate in codes_per_frame]
+    return [block.T.reshape(-1) for block in np.split(rows, np.cumsum(counts)[:-1])]
 
 
 def state_bytes(state: dict[str, np.ndarray]) -> bytes:
@@ -375,9 +390,7 @@ def training_latents(loaded: LoadedModel, chunking: Chunking) -> list[np.ndarray
         batch = torch.stack([dataset[i] for i in range(start, min(count, start + d.batch_size))])
         if loaded.quantizer is not None:
             _, codes = encode_codes(loaded, batch.float(), chunking)
-            found += [
-                codes_rows(loaded.name, [c[i].numpy() for c in codes]) for i in range(len(batch))
-            ]
+            found += [codes_rows([c[i].numpy() for c in codes]) for i in range(len(batch))]
         else:
             found += list(encode_audio(loaded, batch.float(), chunking).numpy())
     return found

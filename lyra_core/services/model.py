@@ -183,6 +183,21 @@ class LoadedModel:
         return None
 
     @functools.cached_property
+    def codes_per_frame(self) -> list[float]:
+        """Per codebook, codes sent per latent frame (1 / its stride; a multi-scale quantizer's
+        coarse codebooks send fewer), probed through `quantize`."""
+        quantizer = self.quantizer
+        if quantizer is None:
+            raise LyraError(f"model '{self.name}' has no quantizer: it sends no codes")
+        frames = int(getattr(quantizer, "frame_multiple", 1))
+        audio = torch.zeros(1, self.channels, self.hop_length * self.frame_multiple)
+        with torch.inference_mode():
+            channels = self.model.features(audio.to(self.device)).shape[1]
+            probe = torch.zeros(1, channels, frames, device=self.device)
+            _, codes, _ = quantizer.quantize(probe)
+        return [c.shape[-1] / frames for c in codes]
+
+    @functools.cached_property
     def _probe(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The encoder's output (latent, terms) for one hop of silence."""
         probe = torch.zeros(1, self.channels, self.hop_length, device=self.device)
