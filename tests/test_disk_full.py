@@ -4,7 +4,6 @@ lost. One test fills a real (tmpfs) filesystem; the others make one write fail w
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -12,7 +11,7 @@ import pathlib
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,58 +200,75 @@ def test_read_only_and_vanished_folders(tmp_path, monkeypatch):
     assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
 
 
-@contextlib.contextmanager
-def tmpfs(folder: Path, size: str) -> Iterator[Path]:
-    """A real filesystem of `size` at `folder` (needs root)."""
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a small filesystem: {mounted.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
+# In a mount namespace of its own (a user namespace maps the user to root there, so no root is
+# needed): a 400 KiB filesystem, the run on it, a resume on the full disk, then the disk grown
+# and a resume to the end. A copy of the run directory after each command is kept in $OUT.
+FULL_DISK = """
+run() {
+    step=$1; shift
+    "$PY" -m lyra_core run "$@" --device cpu 2> "$OUT/$step.err"; echo $? > "$OUT/$step.rc"
+    cp -a "$DISK/run" "$OUT/$step"
+}
+mount -t tmpfs -o size=400k tmpfs "$DISK" || exit 97
+run first "$SPEC" --run-dir "$DISK/run"
+run refused --resume "$DISK/run"
+mount -o remount,size=4m tmpfs "$DISK" || exit 97
+run resumed --resume "$DISK/run"
+"""
 
 
-@pytest.mark.skipif(
-    os.name != "posix" or os.geteuid() != 0 or not shutil.which("mount"),
-    reason="filling a real filesystem needs root to mount a small tmpfs (CI runs as root); "
-    "the other tests here make each write fail with ENOSPC instead",
-)
-def test_lyra_run_on_a_filesystem_that_fills_up(tmp_path, capsys):
+def on_a_full_disk(tmp_path: Path, spec: Path) -> dict[str, tuple[int, str, Path]]:
+    """Exit code, stderr and the run directory after each command of `FULL_DISK`."""
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    env = dict(os.environ, DISK=str(disk), OUT=str(out), SPEC=str(spec), PY=sys.executable)
+    command = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", FULL_DISK]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode == 97 or "unshare failed" in done.stderr:
+        pytest.skip(f"this kernel lets no user mount a small filesystem: {done.stderr.strip()}")
+    steps = ("first", "refused", "resumed")
+    return {
+        s: (int((out / f"{s}.rc").read_text()), (out / f"{s}.err").read_text(), out / s)
+        for s in steps
+    }
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux's unshare")
+def test_lyra_run_on_a_filesystem_that_fills_up(tmp_path):
     """The run fills a 400 KiB filesystem with checkpoints (each step's kept): it stops at the
-    checkpoint that does not fit, a resume on the full disk is refused before it trains, and
-    once there is room it resumes to the end."""
+    checkpoint that does not fit, a resume on the full disk is refused before it trains and
+    changes nothing, and once there is room it resumes to the end."""
     training = {"steps": 4, "checkpoint_every": 1, "keep_checkpoints": 100}
     spec = write_spec(tmp_path, training=training)
-    with tmpfs(tmp_path / "disk", "400k") as disk:
-        run = disk / "run"
-        code, err = lyra_run(capsys, str(spec), "--run-dir", str(run))
-        assert code == 2
-        line = error_line(err)
-        assert line.startswith(f"error: could not write the checkpoint {run / 'checkpoints'}")
-        assert re.search(r"the disk is full \([\d.]+ KiB free there\); free some space", line)
-        saved = load(run / "checkpoints" / "last.pt")["step"]
-        assert 0 < saved < 4 and line.endswith(f"with: lyra run --resume {run}")
-        assert f"resume from step {saved} " in line
-        assert_nothing_half_written(run)
+    run = tmp_path / "disk" / "run"
+    results = on_a_full_disk(tmp_path, spec)
 
-        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-        code, err = lyra_run(capsys, "--resume", str(run))
-        assert code == 2
-        assert "too little space to resume: the next checkpoint needs about" in error_line(err)
-        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    code, err, first = results["first"]
+    assert code == 2
+    line = error_line(err)
+    assert line.startswith(f"error: could not write the checkpoint {run / 'checkpoints'}")
+    assert re.search(r"the disk is full \([\d.]+ KiB free there\); free some space", line)
+    saved = load(first / "checkpoints" / "last.pt")["step"]
+    assert 0 < saved < 4 and line.endswith(f"with: lyra run --resume {run}")
+    assert f"resume from step {saved} " in line
+    assert_nothing_half_written(first)
 
-        subprocess.run(["mount", "-o", "remount,size=4m", "tmpfs", str(disk)], check=True)
-        assert lyra_run(capsys, "--resume", str(run))[0] == 0
-        assert load(run / "checkpoints" / "last.pt")["step"] == 4
-        records = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
-        trained = [r["step"] for r in records if "train/loss" in r]
-        assert trained == [1, 2, 3, 4]  # each step logged once
+    code, err, refused = results["refused"]
+    assert code == 2
+    assert "too little space to resume: the next checkpoint needs about" in error_line(err)
+    assert files_of(refused) == files_of(first)
+
+    code, err, resumed = results["resumed"]
+    assert code == 0, err
+    assert load(resumed / "checkpoints" / "last.pt")["step"] == 4
+    records = [json.loads(r) for r in (resumed / "metrics.jsonl").read_text().splitlines()]
+    trained = [r["step"] for r in records if "train/loss" in r]
+    assert trained == [1, 2, 3, 4]  # each step logged once
+
+
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 # -- the writes of the other commands -----------------------------------------------------------
