@@ -18,7 +18,7 @@ from snac import SNAC
 from lyra_core.cli import main
 from lyra_core.inference.importing import importer
 from lyra_core.loader import load_spec, resolved, validate_data
-from lyra_core.services import checkpoint
+from lyra_core.services import checkpoint, compress
 from lyra_core.services.model import load_model
 from lyra_plugins.importers import SNAC_CONFIGS, map_by_position, signature_defaults
 
@@ -89,6 +89,25 @@ def dac_pair(tmp_path_factory, plugins):
 
 
 @torch.no_grad()
+def test_an_imported_snac_compresses_its_own_codes_into_a_lyra_file(snac_pair, monkeypatch):
+    """The `.lyra` file of an imported SNAC holds exactly SNAC's codes at its three rates, and
+    decodes to the model's decoding of them."""
+    ref, lm, _ = snac_pair
+    monkeypatch.setattr(compress, "MAX_FIT_EXAMPLES", 8)  # the fit: a few examples suffice here
+    codec = compress.open_codec(lm, log=lambda _: None)
+    x = 0.3 * torch.sin(torch.arange(24000 * 2) / 24000 * 2 * torch.pi * 220)[None, None]
+    codes = ref.encode(ref.preprocess(x))
+    data = codec.encode(x)
+    sent = compress.rows_codes(codec.symbols(x, 1.0), lm.codes_per_frame)
+    for ours, theirs in zip(sent, codes, strict=True):
+        assert np.array_equal(ours, theirs[0].numpy())
+    torch.manual_seed(1)  # the noise blocks draw from the global generator, in the same order
+    decoded = codec.decode(data, "x.lyra")
+    torch.manual_seed(1)
+    assert torch.equal(decoded, codec.decode_symbols(codec.symbols(x, 1.0), 1.0, x.shape[-1]))
+    assert len(data) * 8 < sum(c.numel() for c in codes) * np.log2(SNAC_SMALL["codebook_size"])
+
+
 def test_snac_import_encodes_quantizes_and_decodes_like_snac(snac_pair):
     ref, lm, _ = snac_pair
     x = torch.randn(2, 1, 1000)  # not a multiple of hop · lcm(window, stride): both pad
