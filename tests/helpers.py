@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,18 @@ from pathlib import Path
 
 import torch
 
+from lyra_core.discovery import Plugins, load_plugins
+from lyra_core.training import train
+
 EAGER_SNAKE = {"type": "snake", "implementation": "eager"}
+
+
+def train_spec(spec: dict, folder: Path, name: str, plugins: Plugins | None = None) -> Path:
+    """Train `spec` on the CPU, written as FOLDER/NAME.json, into the run directory FOLDER/NAME."""
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(spec))
+    train(plugins or load_plugins(), str(path), run_dir=str(folder / name), device="cpu")
+    return folder / name
 
 
 def coder(kind: str) -> dict:

@@ -21,8 +21,8 @@ from lyra_core.inference.files import encode_codes
 from lyra_core.services import bitstream
 from lyra_core.services.compress import cross_entropy_bits, open_codec, step_for_kbps
 from lyra_core.services.model import load_model
-from lyra_core.training import train
 
+from .helpers import train_spec
 from .test_inference import TINY
 
 RATE = TINY["data"]["sample_rate"]
@@ -39,10 +39,7 @@ def trained(folder: Path, name: str, bottleneck: dict | None = None) -> Path:
     if bottleneck is not None:
         spec["model"]["bottleneck"] = bottleneck
         spec["losses"] = [{"type": "l1"}]
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(spec))
-    train(load_plugins(), str(path), run_dir=str(folder / name), device="cpu")
-    return folder / name
+    return train_spec(spec, folder, name)
 
 
 @pytest.fixture(scope="module")

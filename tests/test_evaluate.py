@@ -22,8 +22,8 @@ from lyra_core.interfaces import ModelOutput
 from lyra_core.services import metrics
 from lyra_core.services.audio import read_audio
 from lyra_core.services.model import load_model
-from lyra_core.training import train
 
+from .helpers import train_spec
 from .test_inference import TINY
 from .test_losses import slaney_mel_filters
 
@@ -160,10 +160,7 @@ def run_dirs(tmp_path_factory, plugins) -> dict[str, Path]:
     ):
         spec = {**TINY, "name": name, "model": model, "losses": losses}
         spec["training"] = {**TINY["training"], "steps": 1, "checkpoint_every": 1}
-        path = tmp_path_factory.mktemp(name) / "spec.json"
-        path.write_text(json.dumps(spec))
-        train(plugins, str(path), run_dir=str(path.parent / "run"), device="cpu")
-        runs[name] = path.parent / "run"
+        runs[name] = train_spec(spec, tmp_path_factory.mktemp(name), "run", plugins)
     return runs
 
 

@@ -21,7 +21,7 @@ from lyra_core.services.model import load_model, save_model
 from lyra_core.training import train
 from lyra_plugins.priors import WaveNetPrior
 
-from .helpers import NO_TRACKING, RATE, autoencoder, synthetic_data
+from .helpers import NO_TRACKING, RATE, autoencoder, synthetic_data, train_spec
 
 CODEC = {
     "name": "tiny_codec",
@@ -55,19 +55,12 @@ def prior_spec(codec: str) -> dict:
     return spec
 
 
-def run(spec: dict, folder: Path, name: str) -> Path:
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(spec))
-    train(load_plugins(), str(path), run_dir=str(folder / name), device="cpu")
-    return folder / name
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
     """A codec trained for one step, and a prior trained on its latents for three."""
     folder = tmp_path_factory.mktemp("prior")
-    codec = run(CODEC, folder, "codec")
-    return codec, run(prior_spec(str(codec)), folder, "prior")
+    codec = train_spec(CODEC, folder, "codec")
+    return codec, train_spec(prior_spec(str(codec)), folder, "prior")
 
 
 def small_prior(seed: int = 0) -> WaveNetPrior:
