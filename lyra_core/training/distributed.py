@@ -39,11 +39,16 @@ class Dist:
 
     def mean(self, value: float) -> float:
         """The mean of `value` over all processes."""
+        return self.means({"value": value})["value"]
+
+    def means(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of each value over all processes, in one all-reduce (every process passes
+        the same keys in the same order)."""
         if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
+            return values
+        t = torch.tensor(list(values.values()), dtype=torch.float64)
         dist.all_reduce(t)
-        return float(t) / self.world
+        return {k: v / self.world for k, v in zip(values, t.tolist(), strict=True)}
 
     def any(self, flag: bool) -> bool:
         """Whether `flag` is set on any process (every process gets the same answer)."""

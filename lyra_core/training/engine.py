@@ -317,7 +317,7 @@ class Trainer:
         assert progress is not None
         self.step += 1
         self.run.step = self.step
-        values = {k: self.dist.mean(v) for k, v in values.items()}
+        values = self.dist.means(values)
         self.hook.lyra_on_step_end(run=self.run, step=self.step, metrics=values)
         progress.update(self.step, values, seconds, self.data_seconds)
         last = self.step == t.steps
