@@ -22,7 +22,6 @@ from typing import Any
 
 import jsonschema
 import pytest
-import torch
 
 from lyra_core.context import BuildContext
 from lyra_core.contracts import CONTRACTS, ContractError
@@ -103,6 +102,8 @@ def peak_allocated_bytes(fn: Callable[[], object]) -> int:
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block on `n` intra-op threads (tiny models run fastest on one: more threads spin
     waiting for each other on a busy CPU), then restore the count."""
+    import torch  # here: loading this pytest plugin does not import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

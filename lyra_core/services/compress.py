@@ -8,7 +8,8 @@ What is quantized:
   training latents reached (with a 25% margin) are clamped to the outermost symbol;
 - a bottleneck trained for its rate (`integer_latent`, e.g. `entropy_bottleneck`) is already
   rounded to integers: step 1 in its own units, fixed by training;
-- a quantizer's codes are sent as they are (codebooks of one frame rate).
+- a quantizer's codes are sent as they are, a column per frame of its coarsest codebook (a
+  multi-scale quantizer's codebook at r times that rate is r rows: `codes_rows`).
 
 The symbols are range-coded (constriction) with a registered entropy model (`entropy_model`
 kind, `plugins/entropy.py`) fitted to up to `MAX_FIT_EXAMPLES` of the run's training examples.
@@ -52,7 +53,7 @@ STEP_RANGE = (1e-3, 64.0)
 MARGIN = 1.25  # the grid reaches this far beyond the largest training value
 MAX_SYMBOLS = 1 << 14
 MAX_FIT_EXAMPLES = 256
-CHUNK_SECONDS = 3.0  # audio per chunk: what a decoder waits for before it can start
+CHUNK_SECONDS = 3.0  # audio per chunk, each with its own CRC: a damaged file names its chunk
 
 
 @attrs.frozen
